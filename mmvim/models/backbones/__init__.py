@@ -1,0 +1,3 @@
+from .vision_mamba import VisionMamba
+
+__all__ = ['VisionMamba']

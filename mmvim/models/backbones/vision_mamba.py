@@ -1,0 +1,293 @@
+"""Vision Mamba (Vim) as a dense-prediction backbone."""
+import math
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.utils.checkpoint as cp
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from torch import nn
+
+from ..layers import RMSNorm, VimBlock, resize_pos_embed
+from ..utils import load_checkpoint_state_dict
+
+
+def _pair(value) -> Tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _describe(keys, limit=10) -> str:
+    keys = sorted(keys)
+    more = f' ... and {len(keys) - limit} more' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+class PatchEmbed(nn.Module):
+    """Conv patchify; overlapping patches when stride < patch size."""
+
+    def __init__(self, in_channels, embed_dims, patch_size, stride):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+@MODELS.register_module()
+class VisionMamba(BaseModule):
+    """Vision Mamba (Zhu et al., ICML 2024) with the released models' weights.
+
+    Patches are embedded, ONE class token is inserted in the middle of the
+    patch sequence (index ``M // 2`` of M patches) and the absolute position
+    embedding is added; bidirectional Mamba blocks follow. Parameter names
+    are those of the released checkpoints, which load as they are.
+
+    Any input size works: the patch grid follows the input and ``pos_embed``
+    (stored for ``img_size``) is interpolated to it, the class token's own row
+    kept apart.
+
+    Args:
+        arch: 'tiny' | 'small' | 'base' or dict(embed_dims=..., num_layers=...).
+        img_size: input size the stored ``pos_embed`` is for; pretrained
+            embeddings are resized to it on loading.
+        patch_size, stride: patch embedding conv (stride 8 gives the '+'
+            models' overlapping patches).
+        d_state: SSM state size.
+        in_channels: image channels.
+        out_indices: blocks whose output is returned (negative from the end).
+        out_type: 'featmap' returns, for each index, the token stream after
+            that block (the residual stream the next block reads; after
+            ``norm_f`` for the last block when ``final_norm``), patch tokens
+            only, as a contiguous (B, D, Hp, Wp) map in raster order.
+            'cls_token' returns the (B, D) class-token feature.
+        final_norm: apply ``norm_f`` to the last block's output.
+        with_cls_token: insert the class token (released models do).
+        interpolate_mode: how ``pos_embed`` is resized.
+        drop_path_rate: stochastic depth, linear over the blocks.
+        with_cp: gradient checkpointing per block (saves memory at large
+            inputs for one more forward pass per block).
+        fuse_directions: one conv and one scan call for both directions.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads a
+            released Vim file or a state dict (head dropped, pos_embed
+            resized); otherwise the reference initialisation.
+    """
+    arch_zoo = {
+        'tiny': dict(embed_dims=192, num_layers=24),
+        'small': dict(embed_dims=384, num_layers=24),
+        'base': dict(embed_dims=768, num_layers=24),
+    }
+    out_types = ('featmap', 'cls_token')
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'tiny',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 patch_size: int = 16,
+                 stride: int = 16,
+                 d_state: int = 16,
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 out_type: str = 'featmap',
+                 final_norm: bool = True,
+                 with_cls_token: bool = True,
+                 interpolate_mode: str = 'bicubic',
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 fuse_directions: bool = True,
+                 init_cfg: Optional[Dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if isinstance(arch, str):
+            if arch not in self.arch_zoo:
+                raise ValueError(f'Unknown arch {arch!r}; choose one of '
+                                 f'{sorted(self.arch_zoo)} or pass a dict.')
+            arch = self.arch_zoo[arch]
+        if not {'embed_dims', 'num_layers'} <= set(arch):
+            raise ValueError('A custom arch needs embed_dims and num_layers, '
+                             f'got {arch}.')
+        if out_type not in self.out_types:
+            raise ValueError(f'out_type must be one of {self.out_types}, '
+                             f'got {out_type!r}.')
+        if out_type == 'cls_token' and not with_cls_token:
+            raise ValueError("out_type='cls_token' needs with_cls_token=True.")
+        self.embed_dims = arch['embed_dims']
+        self.num_layers = arch['num_layers']
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.stride = stride
+        self.out_type = out_type
+        self.final_norm = final_norm
+        self.with_cls_token = with_cls_token
+        self.interpolate_mode = interpolate_mode
+        self.with_cp = with_cp
+        self.out_indices = self._normalise_indices(out_indices)
+        self.patch_grid = self.grid_for(_pair(img_size))
+
+        self.patch_embed = PatchEmbed(in_channels, self.embed_dims,
+                                      patch_size, stride)
+        num_tokens = self.patch_grid[0] * self.patch_grid[1] + int(
+            with_cls_token)
+        if with_cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, num_tokens, self.embed_dims))
+        rates = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+        self.layers = nn.ModuleList([
+            VimBlock(self.embed_dims, d_state, rate, fuse_directions)
+            for rate in rates
+        ])
+        self.norm_f = RMSNorm(self.embed_dims)
+        self._reference_init()
+
+    def _normalise_indices(self, out_indices):
+        indices = [out_indices] if isinstance(out_indices, int) else list(
+            out_indices)
+        normalised = []
+        for index in indices:
+            if not -self.num_layers <= index < self.num_layers:
+                raise ValueError(f'out index {index} is out of range for '
+                                 f'{self.num_layers} layers.')
+            normalised.append(index % self.num_layers)
+        return tuple(normalised)
+
+    def grid_for(self, size: Tuple[int, int]) -> Tuple[int, int]:
+        """Patch grid (rows, cols) of an (H, W) input."""
+        if min(size) < self.patch_size:
+            raise ValueError(
+                f'Input {size[0]}x{size[1]} is smaller than one '
+                f'{self.patch_size}x{self.patch_size} patch; resize or pad '
+                'the image.')
+        return tuple((s - self.patch_size) // self.stride + 1 for s in size)
+
+    @torch.no_grad()
+    def _reference_init(self):
+        """The reference initialisation (trunc-normal embeddings, LeCun
+        patch conv, out_proj scaled down by sqrt(depth))."""
+        nn.init.trunc_normal_(self.pos_embed, std=.02)
+        if self.with_cls_token:
+            nn.init.trunc_normal_(self.cls_token, std=.02)
+        proj = self.patch_embed.proj
+        fan_in = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
+        # LeCun normal: truncated normal with variance 1 / fan_in.
+        nn.init.trunc_normal_(proj.weight, std=math.sqrt(1. / fan_in) /
+                              .87962566103423978)
+        nn.init.zeros_(proj.bias)
+        for layer in self.layers:
+            out_proj = layer.mixer.out_proj.weight
+            nn.init.kaiming_uniform_(out_proj, a=math.sqrt(5))
+            out_proj.div_(math.sqrt(self.num_layers))
+
+    def init_weights(self):
+        if self.init_cfg is not None and self.init_cfg.get(
+                'type') == 'Pretrained':
+            self.load_pretrained(self.init_cfg['checkpoint'],
+                                 self.init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None):
+        """Load a released Vim checkpoint (or a state dict) strictly.
+
+        The classifier head is dropped and ``pos_embed`` resized to this
+        model's grid; any other difference (missing or unexpected keys, wrong
+        shapes) raises with the keys listed rather than loading half a model.
+        """
+        state_dict = load_checkpoint_state_dict(checkpoint)
+        if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            state_dict = {
+                k[len(prefix):]: v
+                for k, v in state_dict.items() if k.startswith(prefix)
+            }
+        state_dict = {
+            k: v
+            for k, v in state_dict.items()
+            if not k.startswith(('head.', 'head_dist.'))
+        }
+        if 'pos_embed' in state_dict:
+            state_dict['pos_embed'] = self._adapt_pretrained_pos_embed(
+                state_dict['pos_embed'])
+        own = self.state_dict()
+        missing = own.keys() - state_dict.keys()
+        unexpected = state_dict.keys() - own.keys()
+        mismatched = [
+            f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}'
+            for k in own.keys() & state_dict.keys()
+            if state_dict[k].shape != own[k].shape
+        ]
+        if missing or unexpected or mismatched:
+            problems = []
+            if missing:
+                problems.append(f'missing keys: {_describe(missing)}')
+            if unexpected:
+                problems.append(f'unexpected keys: {_describe(unexpected)}')
+            if mismatched:
+                problems.append('shape mismatch (checkpoint vs model): ' +
+                                _describe(mismatched))
+            raise ValueError(
+                f'{checkpoint} does not fit this VisionMamba '
+                f'(embed_dims={self.embed_dims}, num_layers='
+                f'{self.num_layers}, patch {self.patch_size}/{self.stride}): '
+                + '; '.join(problems) + '. Check arch, stride and d_state '
+                'against the checkpoint.')
+        self.load_state_dict(state_dict, strict=True)
+        MMLogger.get_current_instance().info(
+            f'VisionMamba: loaded {len(state_dict)} tensors from {checkpoint}')
+
+    def _adapt_pretrained_pos_embed(self, pos_embed):
+        """Resize a checkpoint's (square-grid) pos_embed to ``patch_grid``."""
+        num_patches = pos_embed.shape[1] - 1  # released files: class token
+        side = math.isqrt(num_patches)
+        if side * side != num_patches:
+            # Not a square pretraining grid: only an exact fit can load.
+            return pos_embed
+        resized = resize_pos_embed(pos_embed, (side, side), self.patch_grid,
+                                   True, self.interpolate_mode)
+        if self.with_cls_token:
+            return resized
+        cls_index = self.patch_grid[0] * self.patch_grid[1] // 2
+        return torch.cat(
+            [resized[:, :cls_index], resized[:, cls_index + 1:]], dim=1)
+
+    def _pos_embed_for(self, grid):
+        return resize_pos_embed(self.pos_embed, self.patch_grid, grid,
+                                self.with_cls_token, self.interpolate_mode)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'VisionMamba expects (B, {self.in_channels}, H, W) images, '
+                f'got shape {tuple(x.shape)}.')
+        grid = self.grid_for(x.shape[-2:])
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+        cls_index = grid[0] * grid[1] // 2
+        if self.with_cls_token:
+            tokens = torch.cat([
+                tokens[:, :cls_index],
+                self.cls_token.expand(tokens.shape[0], -1, -1),
+                tokens[:, cls_index:]
+            ], dim=1)
+        stream = (tokens + self._pos_embed_for(grid)).float()
+        outs = []
+        for index, layer in enumerate(self.layers):
+            if self.with_cp and self.training and stream.requires_grad:
+                stream = cp.checkpoint(layer, stream, use_reentrant=False)
+            else:
+                stream = layer(stream)
+            if index not in self.out_indices:
+                continue
+            out = stream
+            if self.final_norm and index == self.num_layers - 1:
+                out = self.norm_f(out)
+            outs.append(self._format(out, grid, cls_index))
+        return tuple(outs)
+
+    def _format(self, tokens, grid, cls_index):
+        if self.out_type == 'cls_token':
+            return tokens[:, cls_index]
+        if self.with_cls_token:
+            tokens = torch.cat(
+                [tokens[:, :cls_index], tokens[:, cls_index + 1:]], dim=1)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1,
+                                              *grid).contiguous()
