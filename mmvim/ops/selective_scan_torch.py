@@ -46,77 +46,74 @@ def _chunk_len(dt: torch.Tensor, A: torch.Tensor) -> int:
     return max(1, int(MAX_CHUNK_LOG_DECAY // step))
 
 
-def _grouped(tensor: torch.Tensor, groups: int) -> torch.Tensor:
-    """(b, d, l) -> (b, g, d/g, l)."""
-    b, d, length = tensor.shape
-    return tensor.view(b, groups, d // groups, length)
-
-
-def _states_in_chunk(h_start, decay_log, inputs):
-    """States h_t of one chunk, from the state before it.
-
-    h_start (..., n); decay_log, inputs (..., T, n) -> (..., T, n).
-    """
-    if decay_log.shape[-2] == 1:  # single step: the plain recurrence
-        return (decay_log.exp() * h_start.unsqueeze(-2) + inputs)
-    cum = decay_log.cumsum(-2)
-    scaled = torch.cumsum(inputs * torch.exp(-cum), dim=-2)
-    return cum.exp() * (h_start.unsqueeze(-2) + scaled)
-
-
-def _adjoint_in_chunk(carry, decay_log, grads):
-    """Adjoint states of one chunk, solved backwards.
-
-    lambda_t = g_t + exp(a_{t+1}) lambda_{t+1}; ``carry`` is
-    exp(a_T) lambda_T from the chunk after this one (zero at the end).
-    """
-    if decay_log.shape[-2] == 1:
-        return grads + carry.unsqueeze(-2)
-    cum = decay_log.cumsum(-2)
-    weighted = grads * cum.exp()
-    rev_cumsum = weighted.flip(-2).cumsum(-2).flip(-2)
-    return torch.exp(-cum) * (rev_cumsum + cum[..., -1:, :].exp() *
-                              carry.unsqueeze(-2))
-
-
 class _Prepared:
-    """Inputs cast to the compute dtype and viewed per group of channels."""
+    """The scan's inputs in the compute dtype, laid out token-major.
+
+    Per-token tensors are (b, g, l, d/g): the d channels split into the g
+    groups that share B and C; B and C are (b, g, l, n). Chunk tensors are
+    then (b, g, T, d/g, n), so the readout <C_t, h_t> and the sums over d or
+    n are batched matrix products without copies.
+    """
 
     def __init__(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         dtype = _compute_dtype(u)
+        batch, channels, length = u.shape
         self.groups = 1 if B.dim() == 3 else B.shape[1]
-        self.u = _grouped(u.to(dtype), self.groups)
+        self.length = length
+
+        self.dtype = dtype
+        self.u = self.token_major(u)
         pre = delta.to(dtype)
         if delta_bias is not None:
             pre = pre + delta_bias.to(dtype)[:, None]
-        self.dt_pre = _grouped(pre, self.groups)
+        self.dt_pre = self.token_major(pre)
         self.dt = F.softplus(self.dt_pre) if delta_softplus else self.dt_pre
-        groups, per_group = self.groups, self.u.shape[2]
-        self.A = A.to(dtype).view(groups, per_group, 1, -1)
-        # B, C: (b, g, n, l) -> (b, g, l, n), shared by a group's channels.
-        self.B = B.to(dtype).view(B.shape[0], groups, -1,
-                                  B.shape[-1]).transpose(-1, -2)
-        self.C = C.to(dtype).view(C.shape[0], groups, -1,
-                                  C.shape[-1]).transpose(-1, -2)
-        self.D = None if D is None else D.to(dtype).view(groups, per_group, 1)
-        self.z = None if z is None else _grouped(z.to(dtype), groups)
         self.dtu = self.dt * self.u
+        self.A = A.to(dtype).view(self.groups, 1, -1, A.shape[-1])
+        self.B = B.to(dtype).view(batch, self.groups, -1,
+                                  length).transpose(-1, -2)
+        self.C = C.to(dtype).view(batch, self.groups, -1,
+                                  length).transpose(-1, -2)
+        self.D = None if D is None else D.to(dtype).view(self.groups, 1, -1)
+        self.z = None if z is None else self.token_major(z)
 
-    def chunk(self, start, stop):
-        """decay exponents dt*A and inputs dt*B*u of tokens [start, stop)."""
-        dt = self.dt[..., start:stop, None]
-        decay_log = dt * self.A
-        inputs = (self.dtu[..., start:stop, None] *
-                  self.B[:, :, None, start:stop])
-        return decay_log, inputs
+    def token_major(self, tensor):
+        """(b, d, l) -> (b, g, l, d/g) in the compute dtype."""
+        batch, _, length = tensor.shape
+        return tensor.to(self.dtype).view(batch, self.groups, -1,
+                                          length).transpose(-1, -2)
+
+    def chunks(self, step):
+        return [(start, min(start + step, self.length))
+                for start in range(0, self.length, step)]
+
+    def decay_exp(self, start, stop):
+        """exp(c_t), c_t = A * sum of dt over the chunk's tokens so far."""
+        cum_dt = self.dt[:, :, start:stop].cumsum(2)
+        return torch.exp(cum_dt.unsqueeze(-1) * self.A)
+
+    def inputs(self, start, stop):
+        """x_t = dt_t * u_t * B_t: (b, g, T, d/g, n)."""
+        return (self.dtu[:, :, start:stop, :, None] *
+                self.B[:, :, start:stop, None, :])
+
+    def states(self, h_start, growth, inputs):
+        """h_t = exp(c_t) * (h_start + sum_{s<=t} x_s / exp(c_s))."""
+        scaled = inputs / growth
+        scaled[:, :, 0] += h_start
+        return growth * scaled.cumsum(2)
 
     def readout(self, states, start, stop):
-        """<C_t, h_t> for the tokens of a chunk."""
-        return torch.einsum('bgdtn,bgtn->bgdt', states,
-                            self.C[:, :, start:stop])
+        """<C_t, h_t>: (b, g, T, d/g)."""
+        return torch.matmul(states,
+                            self.C[:, :, start:stop, :, None]).squeeze(-1)
 
-    def skip(self, start, stop):
-        return 0 if self.D is None else self.D * self.u[..., start:stop]
+    def skip(self):
+        return 0 if self.D is None else self.D * self.u
+
+    def to_channels(self, tensor, like):
+        """(b, g, l, d/g) -> (b, d, l) in the dtype of ``like``."""
+        return tensor.transpose(-1, -2).reshape(like.shape).to(like.dtype)
 
 
 class SelectiveScanFunction(torch.autograd.Function):
@@ -126,27 +123,24 @@ class SelectiveScanFunction(torch.autograd.Function):
         with torch.autocast(u.device.type, enabled=False):
             prep = _Prepared(u, delta, A, B, C, D, z, delta_bias,
                              delta_softplus)
-            length = u.shape[-1]
             step = _chunk_len(prep.dt, prep.A)
-            h = prep.u.new_zeros(prep.u.shape[:-1] + (A.shape[-1], ))
-            starts = list(range(0, length, step))
+            h = prep.u.new_zeros(prep.u.shape[:2] + prep.A.shape[-2:])
             boundaries = []
             y = torch.empty_like(prep.u)
-            for start in starts:
-                stop = min(start + step, length)
+            for start, stop in prep.chunks(step):
                 boundaries.append(h)
-                decay_log, inputs = prep.chunk(start, stop)
-                states = _states_in_chunk(h, decay_log, inputs)
-                y[..., start:stop] = prep.readout(states, start, stop)
-                h = states[..., -1, :]
-            y = y + prep.skip(0, length)
+                states = prep.states(h, prep.decay_exp(start, stop),
+                                     prep.inputs(start, stop))
+                y[:, :, start:stop] = prep.readout(states, start, stop)
+                h = states[:, :, -1]
+            y = y + prep.skip()
             if prep.z is not None:
                 y = y * F.silu(prep.z)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias,
                               torch.stack(boundaries))
         ctx.delta_softplus = delta_softplus
         ctx.step = step
-        return y.flatten(1, 2).to(u.dtype)
+        return prep.to_channels(y, u)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -161,66 +155,71 @@ class SelectiveScanFunction(torch.autograd.Function):
 
 def _selective_scan_backward(u, delta, A, B, C, D, z, delta_bias,
                              delta_softplus, step, boundaries, grad_out):
+    """Walk the chunks backwards, recomputing each chunk's states from its
+    boundary and solving the adjoint recurrence
+
+        lambda_t = C_t g_t + exp(dt_{t+1} A) lambda_{t+1}
+
+    in closed form like the forward one."""
     prep = _Prepared(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    length = u.shape[-1]
-    grad_gated = _grouped(grad_out.to(prep.u.dtype), prep.groups)
+    grad_gated = prep.token_major(grad_out)
     grad_y = grad_gated if prep.z is None else grad_gated * F.silu(prep.z)
-    grad_z = None
-    grad_dt = torch.zeros_like(prep.u)
-    grad_u = torch.zeros_like(prep.u)
+    grad_dt = torch.empty_like(prep.u)
+    grad_u = torch.empty_like(prep.u)
+    grad_B = torch.empty_like(prep.B)
+    grad_C = torch.empty_like(prep.C)
     grad_A = torch.zeros_like(prep.A)
-    grad_B = torch.zeros_like(prep.B)
-    grad_C = torch.zeros_like(prep.C)
     y_scan = torch.empty_like(prep.u) if prep.z is not None else None
     carry = torch.zeros_like(boundaries[0])
-    starts = list(range(0, length, step))
-    for index in reversed(range(len(starts))):
-        start = starts[index]
-        stop = min(start + step, length)
-        h_start = boundaries[index]
-        decay_log, inputs = prep.chunk(start, stop)
-        states = _states_in_chunk(h_start, decay_log, inputs)
-        g_y = grad_y[..., start:stop]
+    chunks = prep.chunks(step)
+    for index in reversed(range(len(chunks))):
+        start, stop = chunks[index]
+        growth = prep.decay_exp(start, stop)
+        inputs = prep.inputs(start, stop)
+        states = prep.states(boundaries[index], growth, inputs)
+        g_y = grad_y[:, :, start:stop]
         if y_scan is not None:
-            y_scan[..., start:stop] = prep.readout(states, start, stop)
-        adjoint = _adjoint_in_chunk(
-            carry, decay_log, g_y[..., None] * prep.C[:, :, None, start:stop])
-        decay = decay_log.exp()
-        carry = decay[..., 0, :] * adjoint[..., 0, :]
-        previous = torch.cat([h_start.unsqueeze(-2), states[..., :-1, :]], -2)
-        grad_decay_log = adjoint * decay * previous  # d/d(dt*A)
-        adjoint_B = torch.einsum('bgdtn,bgtn->bgdt', adjoint,
-                                 prep.B[:, :, start:stop])
-        grad_dt[..., start:stop] = ((grad_decay_log * prep.A).sum(-1) +
-                                    adjoint_B * prep.u[..., start:stop])
-        grad_u[..., start:stop] = adjoint_B * prep.dt[..., start:stop]
-        grad_A += torch.einsum('bgdtn,bgdt->gdn', grad_decay_log,
-                               prep.dt[..., start:stop]).unsqueeze(2)
-        grad_B[:, :, start:stop] = torch.einsum('bgdtn,bgdt->bgtn', adjoint,
-                                                prep.dtu[..., start:stop])
-        grad_C[:, :, start:stop] = torch.einsum('bgdtn,bgdt->bgtn', states,
-                                                g_y)
-    grad_D = None
+            y_scan[:, :, start:stop] = prep.readout(states, start, stop)
+        # Adjoint: lambda_t = sum_{s>=t} (e_s / e_t) C_s g_s
+        #                     + (e_last / e_t) * carry.
+        weighted = growth * (g_y[..., None] *
+                             prep.C[:, :, start:stop, None, :])
+        weighted[:, :, -1] += growth[:, :, -1] * carry
+        adjoint = weighted.flip(2).cumsum(2).flip(2) / growth
+        dt = prep.dt[:, :, start:stop]
+        # exp(dt_t A) lambda_t, handed to the chunk before.
+        carry = torch.exp(dt[:, :, 0, :, None] * prep.A[:, 0]) * adjoint[:, :,
+                                                                           0]
+        # d/d(dt_t A) = lambda_t * exp(dt_t A) h_{t-1} = lambda_t (h_t - x_t)
+        grad_decay = adjoint * (states - inputs)
+        adjoint_B = torch.matmul(adjoint,
+                                 prep.B[:, :, start:stop, :, None]).squeeze(-1)
+        grad_dt[:, :, start:stop] = ((grad_decay * prep.A).sum(-1) +
+                                     adjoint_B * prep.u[:, :, start:stop])
+        grad_u[:, :, start:stop] = adjoint_B * dt
+        grad_A += (grad_decay * dt[..., None]).sum((0, 2)).unsqueeze(1)
+        grad_B[:, :, start:stop] = torch.matmul(
+            prep.dtu[:, :, start:stop, None, :], adjoint).squeeze(-2)
+        grad_C[:, :, start:stop] = torch.matmul(g_y[..., None, :],
+                                                states).squeeze(-2)
+    grad_D = grad_z = grad_bias = None
     if prep.D is not None:
         grad_u = grad_u + grad_y * prep.D
-        grad_D = (grad_y * prep.u).sum((0, 3)).reshape(D.shape).to(D.dtype)
+        grad_D = (grad_y * prep.u).sum((0, 2)).reshape(D.shape).to(D.dtype)
     if prep.z is not None:
-        y_scan = y_scan + prep.skip(0, length)
         sig = torch.sigmoid(prep.z)
-        grad_z = grad_gated * y_scan * sig * (1 + prep.z * (1 - sig))
-        grad_z = grad_z.flatten(1, 2).to(z.dtype)
+        grad_z = prep.to_channels(
+            grad_gated * (y_scan + prep.skip()) * sig *
+            (1 + prep.z * (1 - sig)), z)
     grad_pre = grad_dt * torch.sigmoid(prep.dt_pre) if delta_softplus \
         else grad_dt
-    grad_bias = None
     if delta_bias is not None:
-        grad_bias = grad_pre.sum((0, 3)).reshape(delta_bias.shape).to(
+        grad_bias = grad_pre.sum((0, 2)).reshape(delta_bias.shape).to(
             delta_bias.dtype)
-    return (grad_u.flatten(1, 2).to(u.dtype),
-            grad_pre.flatten(1, 2).to(delta.dtype),
+    return (prep.to_channels(grad_u, u), prep.to_channels(grad_pre, delta),
             grad_A.reshape(A.shape).to(A.dtype),
-            grad_B.transpose(-1, -2).reshape(B.shape).to(B.dtype),
-            grad_C.transpose(-1, -2).reshape(C.shape).to(C.dtype),
-            grad_D, grad_z, grad_bias)
+            prep.to_channels(grad_B, B), prep.to_channels(grad_C, C), grad_D,
+            grad_z, grad_bias)
 
 
 def selective_scan_torch(u: torch.Tensor,
