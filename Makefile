@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamps
+# ninja (installed in the venv) must be on PATH or mmcv compiles one file at a time.
+export PATH := $(abspath $(BIN)):$(PATH)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: install test demo clean-venv
