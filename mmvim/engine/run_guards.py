@@ -1,0 +1,123 @@
+"""Checks the tools run before handing a config to mmengine's Runner.
+
+Both failures they catch would otherwise surface late and badly: a missing
+dataset as a stack trace deep inside a dataloader worker, a reused work
+directory as silently overwritten checkpoints.
+"""
+import os.path as osp
+import re
+from glob import glob
+from typing import Iterator, List, Optional, Sequence
+
+MMSEG_DATA_DOCS = ('https://mmsegmentation.readthedocs.io/en/latest/'
+                   'user_guides/2_dataset_prepare.html')
+MMDET_DATA_DOCS = ('https://mmdetection.readthedocs.io/en/latest/'
+                   'user_guides/dataset_prepare.html')
+# How to obtain the datasets our configs use, keyed by a fragment of the
+# dataset class name.
+DATASET_SOURCES = {
+    'ADE20K': ('ADE20K (SceneParsing, ADEChallengeData2016): download '
+               'http://data.csail.mit.edu/places/ADEchallenge/'
+               'ADEChallengeData2016.zip and unzip it under data/ade/ '
+               f'(see {MMSEG_DATA_DOCS}#ade20k).'),
+    'Coco': ('COCO 2017: download train2017, val2017 and '
+             'annotations_trainval2017 from https://cocodataset.org/#download '
+             f'and unzip them under data/coco/ (see {MMDET_DATA_DOCS}).'),
+}
+CHECKPOINT_STEP = re.compile(r'(?:iter|epoch)_(\d+)\.pth$')
+
+
+class RunSetupError(RuntimeError):
+    """A problem with the run's inputs, reported to the user without a
+    traceback."""
+
+
+def _dataset_cfgs(node) -> Iterator[dict]:
+    """Yields every dataset config, looking inside wrappers such as
+    RepeatDataset (``dataset=``) and ConcatDataset (``datasets=[...]``)."""
+    if isinstance(node, dict):
+        if 'data_root' in node or 'ann_file' in node:
+            yield node
+        for key in ('dataset', 'datasets'):
+            yield from _dataset_cfgs(node.get(key))
+    elif isinstance(node, (list, tuple)):
+        for child in node:
+            yield from _dataset_cfgs(child)
+
+
+def _expected_paths(dataset: dict) -> Iterator[str]:
+    root = dataset.get('data_root') or ''
+    yield root
+    if dataset.get('ann_file'):
+        yield osp.join(root, dataset['ann_file'])
+    for prefix in (dataset.get('data_prefix') or {}).values():
+        if isinstance(prefix, str) and prefix:
+            yield osp.join(root, prefix)
+
+
+def check_datasets_exist(cfg, dataloader_keys: Sequence[str]) -> None:
+    """Raises RunSetupError naming the first missing dataset path of each
+    listed dataloader (e.g. 'train_dataloader') and how to get the data."""
+    problems: List[str] = []
+    for key in dataloader_keys:
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        for dataset in _dataset_cfgs(loader.get('dataset')):
+            missing = next((path for path in _expected_paths(dataset)
+                            if path and '://' not in path
+                            and not osp.exists(path)), None)
+            if missing is None:
+                continue
+            dataset_type = str(dataset.get('type', ''))
+            source = next((text for name, text in DATASET_SOURCES.items()
+                           if name.lower() in dataset_type.lower()),
+                          f'see {MMSEG_DATA_DOCS} or {MMDET_DATA_DOCS}.')
+            problems.append(
+                f'{key}: {dataset_type or "dataset"} expects '
+                f'{osp.abspath(missing)}, which does not exist.\n  {source}')
+    if problems:
+        raise RunSetupError(
+            'Dataset not found (paths are relative to the current '
+            'directory; point elsewhere with --cfg-options '
+            '<dataloader>.dataset.data_root=PATH):\n' + '\n'.join(
+                dict.fromkeys(problems)))
+
+
+def _step(checkpoint: str) -> Optional[int]:
+    match = CHECKPOINT_STEP.search(osp.basename(checkpoint))
+    return int(match.group(1)) if match else None
+
+
+def check_checkpoints_kept(work_dir: str, resume) -> None:
+    """Refuses a run that could overwrite checkpoints already in work_dir.
+
+    mmengine puts logs in a fresh timestamped folder but saves checkpoints
+    as ``work_dir/iter_N.pth``, so a new run in a used work directory would
+    replace the earlier run's files. Continuing the latest checkpoint is
+    safe (``resume='auto'`` or its path): every later save has a higher step.
+
+    Args:
+        work_dir: where the run will save checkpoints.
+        resume: None/False for a fresh run, 'auto' or True to continue the
+            latest checkpoint in work_dir, or a checkpoint path.
+    """
+    existing = sorted(glob(osp.join(work_dir, '*.pth')))
+    if not existing:
+        return
+    steps = [step for step in map(_step, existing) if step is not None]
+    latest_step = max(steps, default=None)
+    if resume in ('auto', True):
+        if osp.exists(osp.join(work_dir, 'last_checkpoint')):
+            return
+    elif resume:
+        resume_step = _step(resume)
+        if resume_step is not None and (latest_step is None
+                                        or resume_step >= latest_step):
+            return
+    names = ', '.join(osp.basename(path) for path in existing[:5])
+    raise RunSetupError(
+        f'{work_dir} already holds checkpoints ({names}'
+        f'{", ..." if len(existing) > 5 else ""}) that this run could '
+        'overwrite. Continue that run with --resume (its latest checkpoint) '
+        'or start a new one with another --work-dir.')

@@ -1,0 +1,43 @@
+"""The config-to-Runner steps tools/train.py and tools/test.py share.
+
+The config's ``default_scope`` (mmseg or mmdet) decides which registries the
+Runner builds from, so the same tools serve segmentation and detection.
+"""
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .checkpoint_safety import allow_mmengine_checkpoints
+from .cpu_distributed import init_cpu_distributed
+
+
+def load_config(config_path: str,
+                cfg_options: Optional[dict] = None,
+                launcher: str = 'none',
+                work_dir: Optional[str] = None) -> Config:
+    """Reads a config, applies --cfg-options, and settles the work dir:
+    the command line wins, then the config, then work_dirs/<config name>."""
+    cfg = Config.fromfile(config_path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join(
+            'work_dirs',
+            osp.splitext(osp.basename(config_path))[0])
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Builds the Runner (or the config's ``runner_type``) after the steps
+    torch >= 2.6 and CPU-only hosts need."""
+    allow_mmengine_checkpoints()
+    init_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

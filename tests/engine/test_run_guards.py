@@ -1,0 +1,69 @@
+"""The pre-run checks: missing datasets and checkpoints a run could
+overwrite."""
+import pytest
+from mmengine.config import Config
+
+from mmvim.engine import (RunSetupError, check_checkpoints_kept,
+                          check_datasets_exist)
+
+
+def ade_like_cfg(data_root):
+    dataset = dict(
+        type='ADE20KDataset',
+        data_root=str(data_root),
+        data_prefix=dict(
+            img_path='images/training',
+            seg_map_path='annotations/training'))
+    return Config(
+        dict(
+            train_dataloader=dict(
+                dataset=dict(type='RepeatDataset', times=2, dataset=dataset)),
+            val_dataloader=None))
+
+
+def test_missing_dataset_names_path_and_source(tmp_path):
+    data_root = tmp_path / 'data/ade/ADEChallengeData2016'
+    with pytest.raises(RunSetupError) as error:
+        check_datasets_exist(
+            ade_like_cfg(data_root), ('train_dataloader', 'val_dataloader'))
+    message = str(error.value)
+    assert str(data_root) in message
+    assert 'ADEChallengeData2016.zip' in message
+    assert 'dataset_prepare' in message
+
+
+def test_missing_subfolder_is_reported(tmp_path):
+    (tmp_path / 'images/training').mkdir(parents=True)
+    with pytest.raises(RunSetupError, match='annotations/training'):
+        check_datasets_exist(ade_like_cfg(tmp_path), ('train_dataloader', ))
+    (tmp_path / 'annotations/training').mkdir(parents=True)
+    check_datasets_exist(ade_like_cfg(tmp_path), ('train_dataloader', ))
+
+
+def test_coco_hint(tmp_path):
+    cfg = Config(
+        dict(
+            test_dataloader=dict(
+                dataset=dict(
+                    type='CocoDataset',
+                    data_root=str(tmp_path / 'coco'),
+                    ann_file='annotations/instances_val2017.json'))))
+    with pytest.raises(RunSetupError, match='cocodataset.org'):
+        check_datasets_exist(cfg, ('test_dataloader', ))
+
+
+def test_checkpoint_overwrite_guard(tmp_path):
+    check_checkpoints_kept(str(tmp_path), None)  # empty work dir
+    (tmp_path / 'iter_4.pth').touch()
+    (tmp_path / 'iter_8.pth').touch()
+    with pytest.raises(RunSetupError, match='iter_4.pth'):
+        check_checkpoints_kept(str(tmp_path), None)
+    # resuming an older checkpoint would rewrite iter_8.pth
+    with pytest.raises(RunSetupError):
+        check_checkpoints_kept(str(tmp_path), str(tmp_path / 'iter_4.pth'))
+    check_checkpoints_kept(str(tmp_path), str(tmp_path / 'iter_8.pth'))
+    # 'auto' resumes the latest only if mmengine can find it
+    with pytest.raises(RunSetupError):
+        check_checkpoints_kept(str(tmp_path), 'auto')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_8.pth'))
+    check_checkpoints_kept(str(tmp_path), 'auto')
