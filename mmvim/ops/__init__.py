@@ -1,7 +1,7 @@
 from .backend import (BACKEND_CHOICES, BACKEND_ENV, get_backend,
                       requested_backend, set_backend)
 from .mamba_ops import causal_conv1d_silu, selective_scan
-from .selective_scan_torch import (selective_scan_sequential,
+from .portable_scan import (selective_scan_sequential,
                                    selective_scan_torch)
 
 __all__ = [

@@ -8,8 +8,8 @@ from typing import Optional
 import torch
 
 from .backend import backend_for, load_cuda_kernels
-from .causal_conv1d_torch import causal_conv1d_silu_torch
-from .selective_scan_torch import selective_scan_torch
+from .portable_conv import causal_conv1d_silu_torch
+from .portable_scan import selective_scan_torch
 
 
 def selective_scan(u: torch.Tensor,

@@ -1,0 +1,292 @@
+"""Portable selective scan: exact, overflow-free, with a hand-written backward.
+
+The recurrence, per channel d and state n, is
+
+    h_t = a_t * h_{t-1} + x_t,   a_t = exp(dt_t * A),   x_t = dt_t * B_t * u_t,
+    y_t = <C_t, h_t> + D * u_t.
+
+A plain loop over the L tokens costs a few small tensor ops per token: slow,
+and autograd through it is slower still. Here the sequence is cut into about
+sqrt(L) chunks of about sqrt(L) tokens, and
+
+1. the loop runs over the positions inside a chunk, each step updating every
+   chunk at once (states from a zero start, plus the running decay products);
+2. a loop over the chunks carries the true start state from chunk to chunk;
+3. one fused update adds each chunk's start state, decayed, to its tokens.
+
+That is about 2 sqrt(L) ops instead of 4 L, with the same multiply-adds as the
+plain loop. Only decays a_t <= 1 are ever multiplied (no exp of a cumulative
+sum), so nothing can overflow whatever the decay or the sequence length.
+
+The backward pass keeps only the inputs and the chunk start states
+((B, D, L/T, N), not (B, D, L, N)); it recomputes the states and solves the
+adjoint recurrence  lambda_t = C_t g_t + a_{t+1} lambda_{t+1}  the same way,
+backwards. The state is float32 (float64 for float64 inputs) whatever the
+input dtype.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def _decay(log_decay: torch.Tensor) -> torch.Tensor:
+    """exp() of a (negative) decay exponent, floored at exp(-80) in float32.
+
+    Smaller factors would be subnormal numbers, which x86 CPUs process up to
+    a hundred times slower; the floor changes no result representable in
+    float32 (the decayed term is below 1e-34 of the state). float64 is
+    floored below its own subnormal range.
+    """
+    floor = -700. if log_decay.dtype == torch.float64 else -80.
+    return log_decay.clamp_(min=floor).exp_()
+
+
+def _add_decayed(states, decays, starts, positions):
+    """states[t] += (product of decays[s] for s up to t) * starts, in order.
+
+    Adds each chunk's start state, decayed along the chunk, to its tokens:
+    two cheap contiguous updates per position instead of a full tensor of
+    decay products.
+    """
+    running = starts
+    for t in positions:
+        running = decays[:, :, t] * running
+        states[:, :, t] += running
+
+
+class _Prepared:
+    """The scan's inputs in the compute dtype, laid out for chunking.
+
+    Per-token tensors become (b, g, T, c, d/g): the d channels split into the
+    g groups that share B and C, the L tokens (zero-padded: decay 1, input 0)
+    into c chunks of T, position-major so that one position of every chunk
+    is a contiguous slice. B and C are (b, g, T, c, n). Full state tensors
+    are (b, g, T, c, d/g, n): the readout <C_t, h_t> and the sums over d or n
+    are batched matrix products.
+    """
+
+    def __init__(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        self.dtype = _compute_dtype(u)
+        self.groups = 1 if B.dim() == 3 else B.shape[1]
+        self.length = u.shape[-1]
+        self.chunk_len = max(1, math.isqrt(self.length))
+        self.num_chunks = -(-self.length // self.chunk_len)
+        self.u = self.chunked(u)
+        pre = delta.to(self.dtype)
+        if delta_bias is not None:
+            pre = pre + delta_bias.to(self.dtype)[:, None]
+        self.dt_pre = self.chunked(pre)
+        self.dt = F.softplus(self.dt_pre) if delta_softplus else self.dt_pre
+        self.dtu = self.dt * self.u
+        self.A = A.to(self.dtype).view(self.groups, 1, 1, -1, A.shape[-1])
+        self.B = self.chunked(B.reshape(B.shape[0], -1, self.length))
+        self.C = self.chunked(C.reshape(C.shape[0], -1, self.length))
+        self.D = None if D is None else D.to(self.dtype).view(
+            self.groups, 1, 1, -1)
+        self.z = None if z is None else self.chunked(z)
+
+    def chunked(self, tensor):
+        """(b, k, l) -> (b, g, T, c, k/g) in the compute dtype, zero-padded."""
+        padding = self.num_chunks * self.chunk_len - self.length
+        tensor = F.pad(tensor.to(self.dtype), (0, padding))
+        batch = tensor.shape[0]
+        return tensor.view(batch, self.groups, -1, self.num_chunks,
+                           self.chunk_len).permute(0, 1, 4, 3,
+                                                   2).contiguous()
+
+    def unchunked(self, tensor, like):
+        """Inverse of :meth:`chunked`, in the shape and dtype of ``like``."""
+        batch = tensor.shape[0]
+        flat = tensor.permute(0, 1, 4, 3, 2).reshape(batch, -1,
+                                                     self.num_chunks *
+                                                     self.chunk_len)
+        return flat[..., :self.length].reshape(like.shape).to(like.dtype)
+
+    def decays(self):
+        """a_t = exp(dt_t A): (b, g, T, c, d/g, n)."""
+        return _decay(self.dt[..., None] * self.A)
+
+    def inputs(self):
+        """x_t = dt_t u_t B_t: (b, g, T, c, d/g, n)."""
+        return self.dtu[..., None] * self.B[..., None, :]
+
+    def states(self, decays, starts=None):
+        """All states h_t, in place of the inputs tensor.
+
+        With ``starts`` (each chunk's true start state, (b, g, c, d/g, n)) the
+        chunks are solved directly; without, the states from a zero start
+        and the chunks' start states are returned.
+        """
+        states = self.inputs()
+        if starts is not None:
+            states[:, :, 0].addcmul_(decays[:, :, 0], starts)
+        for t in range(1, self.chunk_len):
+            states[:, :, t].addcmul_(decays[:, :, t], states[:, :, t - 1])
+        if starts is not None:
+            return states
+        # Each chunk's whole decay a_0 ... a_{T-1} = exp(A * sum of its dt).
+        chunk_decay = _decay(self.dt.sum(2)[..., None] * self.A[:, 0])
+        carry = torch.zeros_like(states[:, :, 0, 0])
+        starts = []
+        for chunk in range(self.num_chunks):
+            starts.append(carry)
+            carry = torch.addcmul(states[:, :, -1, chunk],
+                                  chunk_decay[:, :, chunk], carry)
+        starts = torch.stack(starts, dim=2)
+        _add_decayed(states, decays, starts, range(self.chunk_len))
+        return states, starts
+
+    def readout(self, states):
+        """<C_t, h_t>: (b, g, T, c, d/g)."""
+        return torch.matmul(states, self.C[..., None]).squeeze(-1)
+
+    def skip(self):
+        return 0 if self.D is None else self.D * self.u
+
+
+class SelectiveScanFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        with torch.autocast(u.device.type, enabled=False):
+            prep = _Prepared(u, delta, A, B, C, D, z, delta_bias,
+                             delta_softplus)
+            states, starts = prep.states(prep.decays())
+            y = prep.readout(states) + prep.skip()
+            del states
+            if prep.z is not None:
+                y = y * F.silu(prep.z)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
+        ctx.delta_softplus = delta_softplus
+        return prep.unchunked(y, u)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
+        with torch.autocast(u.device.type, enabled=False):
+            grads = _selective_scan_backward(u, delta, A, B, C, D, z,
+                                             delta_bias, ctx.delta_softplus,
+                                             starts, grad_out)
+        return (*grads, None)
+
+
+def _selective_scan_backward(u, delta, A, B, C, D, z, delta_bias,
+                             delta_softplus, starts, grad_out):
+    prep = _Prepared(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    decays = prep.decays()
+    states = prep.states(decays, starts)
+    grad_gated = prep.chunked(grad_out)
+    grad_y = grad_gated if prep.z is None else grad_gated * F.silu(prep.z)
+    # Adjoint states lambda_t = C_t g_t + a_{t+1} lambda_{t+1}, solved like
+    # the forward states: a reverse loop inside the chunks, then the carry
+    # from each chunk's first token into the end of the chunk before.
+    adjoint = grad_y[..., None] * prep.C[..., None, :]
+    for t in range(prep.chunk_len - 2, -1, -1):
+        adjoint[:, :, t].addcmul_(decays[:, :, t + 1], adjoint[:, :, t + 1])
+    # a_1 ... a_{T-1}: how a chunk's end carry reaches its first token.
+    reach_first = _decay(prep.dt[:, :, 1:].sum(2)[..., None] * prep.A[:, 0])
+    carry = torch.zeros_like(starts[:, :, 0])
+    ends = [None] * prep.num_chunks
+    for chunk in reversed(range(prep.num_chunks)):
+        ends[chunk] = carry
+        first = torch.addcmul(adjoint[:, :, 0, chunk], reach_first[:, :,
+                                                                    chunk],
+                              carry)
+        carry = decays[:, :, 0, chunk] * first
+    # The carry enters at the last position and decays towards the first.
+    shifted = torch.cat([decays[:, :, 1:],
+                         torch.ones_like(decays[:, :, :1])], dim=2)
+    _add_decayed(adjoint, shifted, torch.stack(ends, dim=2),
+                 reversed(range(prep.chunk_len)))
+    del shifted
+    # d/d(dt_t A) = lambda_t a_t h_{t-1}
+    previous = torch.empty_like(states)
+    previous[:, :, 1:] = states[:, :, :-1]
+    previous[:, :, 0] = starts
+    grad_decay = adjoint * decays * previous
+    del previous, decays
+    adjoint_B = torch.matmul(adjoint, prep.B[..., None]).squeeze(-1)
+    grad_dt = (grad_decay * prep.A).sum(-1) + adjoint_B * prep.u
+    grad_u = adjoint_B * prep.dt
+    grad_A = (grad_decay * prep.dt[..., None]).sum((0, 2, 3))
+    grad_B = torch.matmul(prep.dtu[..., None, :], adjoint).squeeze(-2)
+    grad_C = torch.matmul(grad_y[..., None, :], states).squeeze(-2)
+    grad_D = grad_z = grad_bias = None
+    if prep.D is not None:
+        grad_u = grad_u + grad_y * prep.D
+        grad_D = (grad_y * prep.u).sum((0, 2, 3)).reshape(D.shape).to(D.dtype)
+    if prep.z is not None:
+        y_scan = prep.readout(states) + prep.skip()
+        sig = torch.sigmoid(prep.z)
+        grad_z = prep.unchunked(
+            grad_gated * y_scan * sig * (1 + prep.z * (1 - sig)), z)
+    grad_pre = grad_dt * torch.sigmoid(prep.dt_pre) if delta_softplus \
+        else grad_dt
+    if delta_bias is not None:
+        grad_bias = grad_pre.sum((0, 2, 3)).reshape(delta_bias.shape).to(
+            delta_bias.dtype)
+    return (prep.unchunked(grad_u, u), prep.unchunked(grad_pre, delta),
+            grad_A.reshape(A.shape).to(A.dtype), prep.unchunked(grad_B, B),
+            prep.unchunked(grad_C, C), grad_D, grad_z, grad_bias)
+
+
+def selective_scan_torch(u: torch.Tensor,
+                         delta: torch.Tensor,
+                         A: torch.Tensor,
+                         B: torch.Tensor,
+                         C: torch.Tensor,
+                         D: Optional[torch.Tensor] = None,
+                         z: Optional[torch.Tensor] = None,
+                         delta_bias: Optional[torch.Tensor] = None,
+                         delta_softplus: bool = False) -> torch.Tensor:
+    """Portable selective scan with mamba-ssm's ``selective_scan_fn`` interface.
+
+    u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l), or (b, g, n, l) with
+    the d channels split into g groups that share B and C; D, delta_bias: (d,).
+    Returns (b, d, l) in u's dtype.
+    """
+    return SelectiveScanFunction.apply(u, delta, A, B, C, D, z, delta_bias,
+                                       delta_softplus)
+
+
+def selective_scan_sequential(u, delta, A, B, C, D=None, z=None,
+                              delta_bias=None, delta_softplus=False):
+    """The plain token-by-token loop with the reference's semantics.
+
+    Kept as the ground truth for tests and as the baseline of the benchmark;
+    its backward is autograd through the loop.
+    """
+    dtype, out_dtype = _compute_dtype(u), u.dtype
+    u, delta, A = u.to(dtype), delta.to(dtype), A.to(dtype)
+    B, C = B.to(dtype), C.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, channels, length = u.shape
+    groups = 1 if B.dim() == 3 else B.shape[1]
+    B = B.view(batch, groups, 1, -1, length).expand(
+        -1, -1, channels // groups, -1, -1).reshape(batch, channels, -1,
+                                                    length)
+    C = C.view(batch, groups, 1, -1, length).expand(
+        -1, -1, channels // groups, -1, -1).reshape(batch, channels, -1,
+                                                    length)
+    decay = torch.exp(delta[..., None] * A[:, None, :])  # (b, d, l, n)
+    inputs = (delta * u)[..., None] * B.transpose(-1, -2)
+    h = u.new_zeros(batch, channels, A.shape[-1])
+    ys = []
+    for t in range(length):
+        h = decay[:, :, t] * h + inputs[:, :, t]
+        ys.append((h * C[..., t]).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + D.to(dtype)[:, None] * u
+    if z is not None:
+        y = y * F.silu(z.to(dtype))
+    return y.to(out_dtype)
