@@ -40,13 +40,16 @@ def init_cpu_distributed(cfg) -> None:
         raise RunSetupError(
             f'--launcher {cfg.launcher} needs GPUs; on a CPU-only host use '
             'tools/dist_train.sh (--launcher pytorch).')
+    # nccl cannot run without CUDA; written back so the logged config says
+    # what ran.
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg['dist_cfg'] = dict(env_cfg.get('dist_cfg') or {}, backend='gloo')
     if not torch_dist.is_initialized():
-        dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
-        dist_cfg.pop('backend', None)  # nccl cannot run without CUDA
+        dist_cfg = dict(env_cfg['dist_cfg'])
         if dist_cfg.get('timeout') is not None:
             dist_cfg['timeout'] = datetime.timedelta(
                 seconds=dist_cfg['timeout'])
-        torch_dist.init_process_group(backend='gloo', **dist_cfg)
+        torch_dist.init_process_group(**dist_cfg)
     wrapper_cfg = dict(cfg.get('model_wrapper_cfg') or {})
     if wrapper_cfg.get('type', 'MMDistributedDataParallel') in (
             'MMDistributedDataParallel', MMDistributedDataParallel):

@@ -7,7 +7,7 @@ directory as silently overwritten checkpoints.
 import os.path as osp
 import re
 from glob import glob
-from typing import Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 MMSEG_DATA_DOCS = ('https://mmsegmentation.readthedocs.io/en/latest/'
                    'user_guides/2_dataset_prepare.html')
@@ -16,13 +16,18 @@ MMDET_DATA_DOCS = ('https://mmdetection.readthedocs.io/en/latest/'
 # How to obtain the datasets our configs use, keyed by a fragment of the
 # dataset class name.
 DATASET_SOURCES = {
-    'ADE20K': ('ADE20K (SceneParsing, ADEChallengeData2016): download '
-               'http://data.csail.mit.edu/places/ADEchallenge/'
-               'ADEChallengeData2016.zip and unzip it under data/ade/ '
-               f'(see {MMSEG_DATA_DOCS}#ade20k).'),
+    'ADE20K': ('ADE20K: download http://data.csail.mit.edu/places/'
+               'ADEchallenge/ADEChallengeData2016.zip and unzip it into '
+               f'data/ade/ (see {MMSEG_DATA_DOCS}#ade20k). For a first try '
+               'without downloading, tools/dataset_converters/'
+               'make_toy_ade20k.py writes a small generated dataset in this '
+               'layout.'),
     'Coco': ('COCO 2017: download train2017, val2017 and '
              'annotations_trainval2017 from https://cocodataset.org/#download '
-             f'and unzip them under data/coco/ (see {MMDET_DATA_DOCS}).'),
+             f'and unzip them into data/coco/ (see {MMDET_DATA_DOCS}). For a '
+             'first try without downloading, tools/dataset_converters/'
+             'make_toy_coco.py writes a small generated COCO-format '
+             'dataset.'),
 }
 CHECKPOINT_STEP = re.compile(r'(?:iter|epoch)_(\d+)\.pth$')
 
@@ -56,32 +61,36 @@ def _expected_paths(dataset: dict) -> Iterator[str]:
 
 
 def check_datasets_exist(cfg, dataloader_keys: Sequence[str]) -> None:
-    """Raises RunSetupError naming the first missing dataset path of each
-    listed dataloader (e.g. 'train_dataloader') and how to get the data."""
-    problems: List[str] = []
+    """Raises RunSetupError naming each missing dataset path of the listed
+    dataloaders (e.g. 'train_dataloader') and how to get the data."""
+    missing: Dict[str, List[str]] = {}  # path -> dataloaders needing it
+    sources: Dict[str, str] = {}
     for key in dataloader_keys:
         loader = cfg.get(key)
         if not loader:
             continue
         for dataset in _dataset_cfgs(loader.get('dataset')):
-            missing = next((path for path in _expected_paths(dataset)
-                            if path and '://' not in path
-                            and not osp.exists(path)), None)
-            if missing is None:
+            path = next((path for path in _expected_paths(dataset)
+                         if path and '://' not in path
+                         and not osp.exists(path)), None)
+            if path is None:
                 continue
-            dataset_type = str(dataset.get('type', ''))
-            source = next((text for name, text in DATASET_SOURCES.items()
-                           if name.lower() in dataset_type.lower()),
-                          f'see {MMSEG_DATA_DOCS} or {MMDET_DATA_DOCS}.')
-            problems.append(
-                f'{key}: {dataset_type or "dataset"} expects '
-                f'{osp.abspath(missing)}, which does not exist.\n  {source}')
-    if problems:
+            path = osp.abspath(path)
+            missing.setdefault(path, []).append(key)
+            dataset_type = str(dataset.get('type', '')).lower()
+            sources[path] = next(
+                (text for name, text in DATASET_SOURCES.items()
+                 if name.lower() in dataset_type),
+                f'See {MMSEG_DATA_DOCS} or {MMDET_DATA_DOCS}.')
+    if missing:
+        lines = [
+            f'{path} does not exist (needed by {", ".join(keys)}).\n'
+            f'  {sources[path]}' for path, keys in missing.items()
+        ]
         raise RunSetupError(
-            'Dataset not found (paths are relative to the current '
-            'directory; point elsewhere with --cfg-options '
-            '<dataloader>.dataset.data_root=PATH):\n' + '\n'.join(
-                dict.fromkeys(problems)))
+            'dataset not found. Paths are relative to the current directory;'
+            ' data elsewhere: --cfg-options <dataloader>.dataset.data_root='
+            'PATH\n' + '\n'.join(lines))
 
 
 def _step(checkpoint: str) -> Optional[int]:

@@ -43,7 +43,8 @@ class VimLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``backbone.norm_f`` sits in that last group: it normalises the output of
     the deepest layer for the new task's neck and head, so like the head (and
     like the final norm in BEiT/ViTDet-style decay) it is not slowed down.
-    The lr scale of depth ``d`` is ``layer_decay_rate ** (num_layers + 1 - d)``.
+    The lr of depth ``d`` is scaled by
+    ``layer_decay_rate ** (num_layers + 1 - d)``.
 
     Without weight decay: 1-D parameters (norm weights, ``D``, ``D_b``),
     biases, and ``pos_embed``, ``cls_token``, ``A_log``, ``A_b_log``.

@@ -1,0 +1,83 @@
+"""Shared pieces of the tool tests: a tiny toy ADE20K, the tiny config, and
+two ways to run a tool: its main() in this process (fast), or a fresh
+process from the repository root, as a user does."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_script(relative_path):
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(
+        f'_tool_{path.stem}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='session')
+def tiny_ade20k_root(tmp_path_factory):
+    """8 training and 2 validation pictures of 32x32 in the ADE20K layout."""
+    make_toy_ade20k = _load_script(
+        'tools/dataset_converters/make_toy_ade20k.py').make_toy_ade20k
+    root = tmp_path_factory.mktemp('tiny_ade20k')
+    return make_toy_ade20k(root, num_train=8, num_val=2, size=(32, 32))
+
+
+@pytest.fixture
+def tiny_config(tiny_ade20k_root, monkeypatch):
+    """The tiny UperNet + Vim config, its data generated and found."""
+    monkeypatch.setenv('TINY_ADE20K_ROOT', str(tiny_ade20k_root))
+    return REPO / 'tests/data/configs/tiny_upernet_vim.py'
+
+
+@pytest.fixture
+def tool_module():
+    """Loads a script under tools/ as a module (they are not a package)."""
+    return _load_script
+
+
+@pytest.fixture
+def tool_main(monkeypatch):
+    """Calls main() of a script under tools/ with the given arguments."""
+
+    def run(script, *args):
+        monkeypatch.setattr(sys, 'argv', [script, *map(str, args)])
+        return _load_script(script).main()
+
+    return run
+
+
+@pytest.fixture
+def run_tool():
+    """Runs ``python ARGS`` (``bash ARGS`` for a .sh) in a new process from
+    the repository root, with the repository importable; keyword arguments
+    become environment variables."""
+
+    def run(args, timeout=300, **env):
+        environment = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(
+                [str(REPO), os.environ.get('PYTHONPATH', '')]),
+            PYTHON=sys.executable,
+            OMP_NUM_THREADS='1')
+        environment.update({key: str(value) for key, value in env.items()})
+        args = [str(arg) for arg in args]
+        command = ['bash', *args] if args[0].endswith('.sh') else [
+            sys.executable, *args
+        ]
+        return subprocess.run(
+            command,
+            cwd=REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout)
+
+    return run

@@ -1,0 +1,77 @@
+"""tools/train.py and tools/test.py: missing data, a fresh run in a used
+work dir, resume, and testing the result."""
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmvim.engine import RunSetupError, allow_mmengine_checkpoints
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_missing_dataset_stops_with_directions(tmp_path, monkeypatch,
+                                               tool_main):
+    # from an empty folder, data/ade/ADEChallengeData2016 does not exist
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        tool_main(REPO / 'tools/train.py',
+                  REPO / 'configs/ade20k/upernet_vim_tiny.py', '--work-dir',
+                  tmp_path / 'work')
+    message = str(stop.value.code)
+    assert str(tmp_path / 'data/ade/ADEChallengeData2016') in message
+    assert 'ADEChallengeData2016.zip' in message
+    assert not (tmp_path / 'work').exists()
+
+
+def test_train_refuse_overwrite_resume_and_test(tmp_path, tiny_config,
+                                                tool_main):
+    work_dir = tmp_path / 'work'
+
+    def train(*options):
+        return tool_main('tools/train.py', tiny_config, '--work-dir',
+                         work_dir, *options)
+
+    two_iters = ('--cfg-options', 'train_cfg.max_iters=2',
+                 'default_hooks.checkpoint.interval=2')
+    train(*two_iters)
+    first_checkpoint = (work_dir / 'iter_2.pth').read_bytes()
+
+    with pytest.raises(SystemExit, match='already holds checkpoints'):
+        train(*two_iters)
+    assert (work_dir / 'iter_2.pth').read_bytes() == first_checkpoint
+
+    train('--resume', '--cfg-options', 'train_cfg.max_iters=4',
+          'default_hooks.checkpoint.interval=2')
+    assert (work_dir / 'iter_2.pth').read_bytes() == first_checkpoint
+    allow_mmengine_checkpoints()
+    checkpoint = torch.load(work_dir / 'iter_4.pth', map_location='cpu')
+    assert checkpoint['meta']['iter'] == 4
+    # the lr history continued from the first run's two iterations
+    lr_history = checkpoint['message_hub']['log_scalars']['train/lr']
+    assert len(lr_history.data[0]) == 4
+
+    metrics = tool_main('tools/test.py', tiny_config, work_dir / 'iter_4.pth',
+                        '--work-dir', tmp_path / 'test')
+    assert 0 <= metrics['mIoU'] <= 100
+
+
+def test_amp_picks_bfloat16_where_supported(monkeypatch, tool_module):
+    enable_amp = tool_module('tools/train.py').enable_amp
+
+    def optim_cfg():
+        return Config(dict(optim_wrapper=dict(optimizer=dict(type='AdamW'))))
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(RunSetupError, match='GPU'):
+        enable_amp(optim_cfg())
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    for bf16, dtype in ((True, 'bfloat16'), (False, 'float16')):
+        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)
+        cfg = optim_cfg()
+        enable_amp(cfg)
+        assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+        assert cfg.optim_wrapper.dtype == dtype
+        assert cfg.optim_wrapper.loss_scale == 'dynamic'

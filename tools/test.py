@@ -1,0 +1,129 @@
+"""Evaluate a checkpoint of a Vim segmentor (mIoU) or detector (box/mask AP).
+
+The config's ``default_scope`` (mmseg or mmdet) decides the library, as in
+tools/train.py; the command line follows mmseg's and mmdet's ``test.py``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
+from mmvim.engine import (RunSetupError, build_runner, check_datasets_exist,
+                          load_config)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='where the metrics log goes (default as train.py)')
+    parser.add_argument(
+        '--out',
+        help='also keep the predictions: segmentation writes one PNG per '
+        'image into this directory, detection pickles them to this .pkl')
+    parser.add_argument(
+        '--show', action='store_true', help='display each painted result')
+    parser.add_argument(
+        '--show-dir',
+        help='save every test image with its prediction painted on it '
+        '(segmentation: DIR/vis_data/vis_image/, detection: DIR/)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='seconds --show waits')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation with the config\'s tta_model and '
+        'tta_pipeline (e.g. multi-scale + flip)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. test_dataloader.batch_size=2')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='how the processes were started (dist_test.sh: pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def is_detection(cfg) -> bool:
+    return cfg.get('default_scope') == 'mmdet'
+
+
+def enable_visualization(cfg, show: bool, show_dir, wait_time: float):
+    """Turns on the library's visualization hook for every test image."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise RunSetupError('--show/--show-dir need default_hooks.'
+                            'visualization in the config')
+    hook.draw = True
+    hook.show = show
+    hook.wait_time = wait_time
+    if show_dir is None:
+        return
+    # Absolute, so the mmdet hook does not nest it under the work dir.
+    show_dir = osp.abspath(show_dir)
+    if is_detection(cfg):
+        hook.test_out_dir = show_dir
+    else:
+        hook.interval = 1
+        cfg.visualizer.save_dir = show_dir
+
+
+def enable_tta(cfg) -> None:
+    """Wraps the model in the config's TTA model and feeds it the TTA
+    pipeline, the way mmseg and mmdet do."""
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise RunSetupError('--tta needs tta_model and tta_pipeline in the '
+                            'config')
+    cfg.model = dict(**cfg.tta_model, module=cfg.model)
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # dataset wrappers
+        dataset = dataset.dataset
+    dataset.pipeline = cfg.tta_pipeline
+
+
+def keep_predictions(cfg, out: str) -> None:
+    if is_detection(cfg):
+        if not out.endswith(('.pkl', '.pickle')):
+            raise RunSetupError('--out must name a .pkl file for detection')
+        from mmdet.utils import add_dump_metric
+        add_dump_metric(argparse.Namespace(out=out), cfg)
+    else:
+        cfg.test_evaluator.output_dir = out
+        cfg.test_evaluator.keep_results = True
+
+
+def main():
+    """Returns the metrics, e.g. {'mIoU': ...}."""
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.launcher,
+                      args.work_dir)
+    try:
+        if not osp.isfile(args.checkpoint):
+            raise RunSetupError(f'no checkpoint at {args.checkpoint}')
+        cfg.load_from = args.checkpoint
+        if args.show or args.show_dir:
+            enable_visualization(cfg, args.show, args.show_dir,
+                                 args.wait_time)
+        if args.tta:
+            enable_tta(cfg)
+        if args.out:
+            keep_predictions(cfg, args.out)
+        check_datasets_exist(cfg, ('test_dataloader', ))
+        runner = build_runner(cfg)
+    except RunSetupError as error:
+        sys.exit(f'error: {error}')
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,108 @@
+"""Train a Vim segmentor (mmseg config) or detector (mmdet config).
+
+The config's ``default_scope`` decides which library builds the model, data
+and metrics; the command line follows mmseg's and mmdet's ``tools/train.py``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import DictAction
+
+import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
+from mmvim.engine import (RunSetupError, build_runner, check_checkpoints_kept,
+                          check_datasets_exist, load_config)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config file path')
+    parser.add_argument(
+        '--work-dir',
+        help='where logs and checkpoints go (default: the config\'s '
+        'work_dir, else work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        metavar='CHECKPOINT',
+        help='continue an interrupted run: alone, from the latest checkpoint '
+        'of the work dir; with a path, from that checkpoint')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision (mmengine AmpOptimWrapper): bfloat16 on GPUs '
+        'that support it, else float16 with dynamic loss scaling; GPU only')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_cfg.max_iters=1000 '
+        'model.backbone.init_cfg.checkpoint=PATH')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='how the processes were started (dist_train.sh: pytorch)')
+    # torch.distributed.launch passes --local-rank (older: --local_rank)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_amp(cfg) -> None:
+    """Switches the optimizer wrapper to mmengine's AmpOptimWrapper.
+
+    bfloat16 keeps float32's exponent range, which matters for Vim: the
+    reference reports NaN losses with float16 AMP. Older GPUs fall back to
+    float16 with dynamic loss scaling.
+    """
+    if not torch.cuda.is_available():
+        raise RunSetupError('--amp needs a CUDA GPU (mmengine\'s '
+                            'AmpOptimWrapper); on CPU train without it.')
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type') == 'AmpOptimWrapper':
+        return
+    wrapper.type = 'AmpOptimWrapper'
+    wrapper.setdefault('loss_scale', 'dynamic')
+    wrapper.setdefault(
+        'dtype',
+        'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
+
+
+def apply_resume(cfg, resume):
+    """Puts --resume into the config; returns what the run continues from:
+    None (fresh run), 'auto' (latest checkpoint of the work dir) or a path.
+    """
+    if resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif resume:
+        if not osp.isfile(resume):
+            raise RunSetupError(f'--resume: no checkpoint at {resume}')
+        cfg.resume, cfg.load_from = True, resume
+    if not cfg.get('resume'):
+        return None
+    return cfg.get('load_from') or 'auto'
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.launcher,
+                      args.work_dir)
+    try:
+        if args.amp:
+            enable_amp(cfg)
+        resume_from = apply_resume(cfg, args.resume)
+        check_datasets_exist(cfg, ('train_dataloader', 'val_dataloader'))
+        check_checkpoints_kept(cfg.work_dir, resume_from)
+        runner = build_runner(cfg)
+    except RunSetupError as error:
+        sys.exit(f'error: {error}')
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
