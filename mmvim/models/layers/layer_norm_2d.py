@@ -1,0 +1,28 @@
+"""LayerNorm over the channel axis of (N, C, H, W) maps."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+
+
+@MODELS.register_module('LN2d')
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm for channels-first feature maps, usable as ``norm_cfg=dict(type='LN2d')``.
+
+    ``nn.LayerNorm`` (mmcv's ``'LN'``) normalises the last axis, which for a
+    conv feature map is the width, so conv necks and heads in the ViTDet
+    recipe (LayerNorm everywhere instead of BatchNorm) need this variant. The
+    default eps (1e-6) is the one ViTDet uses.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6, **kwargs) -> None:
+        super().__init__(num_channels, eps=eps, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(
+                f'LayerNorm2d expects (N, C, H, W) input, got shape {tuple(x.shape)}')
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight,
+            self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)

@@ -1,0 +1,34 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmvim.models.layers.layer_norm_2d import LayerNorm2d
+
+
+def test_normalises_each_pixel_over_channels():
+    norm = LayerNorm2d(8)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(2, 8, 3, 5)
+
+    expected = F.layer_norm(
+        x.permute(0, 2, 3, 1), (8, ), norm.weight, norm.bias,
+        eps=1e-6).permute(0, 3, 1, 2)
+
+    torch.testing.assert_close(norm(x), expected)
+    # per pixel, the un-affine output has zero mean over channels
+    plain = LayerNorm2d(8, elementwise_affine=False)(x)
+    torch.testing.assert_close(
+        plain.mean(dim=1), torch.zeros(2, 3, 5), atol=1e-5, rtol=0)
+
+
+def test_builds_from_norm_cfg():
+    from mmcv.cnn import build_norm_layer
+    _, norm = build_norm_layer(dict(type='LN2d'), 16)
+    assert isinstance(norm, LayerNorm2d) and norm.normalized_shape == (16, )
+
+
+def test_rejects_non_4d_input():
+    with pytest.raises(ValueError):
+        LayerNorm2d(8)(torch.randn(2, 8, 3))
