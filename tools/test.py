@@ -95,8 +95,13 @@ def keep_predictions(cfg, out: str) -> None:
     if is_detection(cfg):
         if not out.endswith(('.pkl', '.pickle')):
             raise RunSetupError('--out must name a .pkl file for detection')
-        from mmdet.utils import add_dump_metric
-        add_dump_metric(argparse.Namespace(out=out), cfg)
+        # mmdet's metric that pickles every prediction, next to the others
+        metrics = cfg.test_evaluator
+        if not isinstance(metrics, (list, tuple)):
+            metrics = [metrics]
+        cfg.test_evaluator = [
+            *metrics, dict(type='DumpDetResults', out_file_path=out)
+        ]
     else:
         cfg.test_evaluator.output_dir = out
         cfg.test_evaluator.keep_results = True

@@ -75,3 +75,24 @@ def test_amp_picks_bfloat16_where_supported(monkeypatch, tool_module):
         assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
         assert cfg.optim_wrapper.dtype == dtype
         assert cfg.optim_wrapper.loss_scale == 'dynamic'
+
+
+def test_out_keeps_predictions_per_task(tmp_path, tool_module):
+    from mmdet.registry import METRICS
+    keep_predictions = tool_module('tools/test.py').keep_predictions
+
+    detection = Config(
+        dict(
+            default_scope='mmdet',
+            test_evaluator=dict(type='CocoMetric', metric=['bbox', 'segm'])))
+    keep_predictions(detection, str(tmp_path / 'results.pkl'))
+    metric_types = [metric['type'] for metric in detection.test_evaluator]
+    assert metric_types == ['CocoMetric', 'DumpDetResults']
+    assert METRICS.get('DumpDetResults') is not None
+    with pytest.raises(RunSetupError, match='.pkl'):
+        keep_predictions(detection, str(tmp_path / 'results'))
+
+    segmentation = Config(
+        dict(default_scope='mmseg', test_evaluator=dict(type='IoUMetric')))
+    keep_predictions(segmentation, str(tmp_path / 'labels'))
+    assert segmentation.test_evaluator.output_dir == str(tmp_path / 'labels')
