@@ -4,7 +4,7 @@ from importlib import import_module
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.registry import DefaultScope
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, DefaultScope
 
 import mmvim.engine  # noqa: F401  registers the constructor
 from mmvim.models.backbones import VisionMamba
@@ -108,3 +108,11 @@ def test_reference_name_bug_reproduced():
     # 1-D parameters and biases were exempt in the reference too
     assert groups['backbone.layers.5.mixer.D_b'][1] == 0.
     assert groups['backbone.layers.5.norm.weight'][1] == 0.
+
+
+def test_decay_rate_required():
+    with pytest.raises(ValueError, match='layer_decay_rate'):
+        OPTIM_WRAPPER_CONSTRUCTORS.build(
+            dict(
+                type='VimLayerDecayOptimWrapperConstructor',
+                optim_wrapper_cfg=dict(optimizer=dict(type='AdamW'))))

@@ -50,6 +50,13 @@ class VimLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     biases, and ``pos_embed``, ``cls_token``, ``A_log``, ``A_b_log``.
     """
 
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        # Without it mmengine would quietly build one plain parameter group.
+        if 'layer_decay_rate' not in self.paramwise_cfg:
+            raise ValueError(f'{type(self).__name__} needs '
+                             'paramwise_cfg.layer_decay_rate')
+
     def add_params(self, params: List[dict], module: nn.Module,
                    **kwargs) -> None:
         decay_rate = self.paramwise_cfg['layer_decay_rate']
