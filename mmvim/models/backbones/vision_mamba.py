@@ -62,7 +62,9 @@ class VisionMamba(BaseModule):
             ``norm_f`` for the last block when ``final_norm``), patch tokens
             only, as a contiguous (B, D, Hp, Wp) map in raster order.
             'cls_token' returns the (B, D) class-token feature.
-        final_norm: apply ``norm_f`` to the last block's output.
+        final_norm: apply ``norm_f`` to the last block's output. Without it
+            there is no ``norm_f`` (an unused parameter would stop
+            DistributedDataParallel) and a checkpoint's is ignored.
         with_cls_token: insert the class token (released models do).
         interpolate_mode: how ``pos_embed`` is resized.
         drop_path_rate: stochastic depth, linear over the blocks.
@@ -136,7 +138,8 @@ class VisionMamba(BaseModule):
             VimBlock(self.embed_dims, d_state, rate, fuse_directions)
             for rate in rates
         ])
-        self.norm_f = RMSNorm(self.embed_dims)
+        if final_norm:
+            self.norm_f = RMSNorm(self.embed_dims)
         self._reference_init()
 
     def _normalise_indices(self, out_indices):
@@ -189,7 +192,8 @@ class VisionMamba(BaseModule):
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None):
         """Load a released Vim checkpoint (or a state dict) strictly.
 
-        The classifier head is dropped and ``pos_embed`` resized to this
+        The classifier head (and ``norm_f`` without ``final_norm``) is
+        dropped and ``pos_embed`` resized to this
         model's grid; any other difference (missing or unexpected keys, wrong
         shapes) raises with the keys listed rather than loading half a model.
         """
@@ -200,10 +204,11 @@ class VisionMamba(BaseModule):
                 k[len(prefix):]: v
                 for k, v in state_dict.items() if k.startswith(prefix)
             }
+        unused = ('head.', 'head_dist.') + (() if self.final_norm else
+                                            ('norm_f.', ))
         state_dict = {
             k: v
-            for k, v in state_dict.items()
-            if not k.startswith(('head.', 'head_dist.'))
+            for k, v in state_dict.items() if not k.startswith(unused)
         }
         if 'pos_embed' in state_dict:
             state_dict['pos_embed'] = self._adapt_pretrained_pos_embed(

@@ -162,6 +162,16 @@ def test_pretrained_pos_embed_is_resized_keeping_the_class_row(
     assert out.shape == (1, 16, *grid)
 
 
+def test_without_final_norm_every_parameter_gets_a_gradient(tmp_path):
+    source = tiny(out_type='cls_token')
+    model = tiny(out_indices=(1, 2), final_norm=False)
+    assert not hasattr(model, 'norm_f')
+    # A released file's norm_f is not an error, just unused.
+    model.load_pretrained(save(tmp_path, {'model': source.state_dict()}))
+    sum(out.sum() for out in model(torch.randn(1, 3, 64, 64))).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_run_time_resize_for_other_inputs():
     model = tiny(img_size=64)  # 4 x 4 grid
     pos = model._pos_embed_for((2, 8))
