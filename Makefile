@@ -8,7 +8,7 @@ STAMP := $(VENV)/.stamps
 export PATH := $(abspath $(BIN)):$(PATH)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install test demo clean-venv
+.PHONY: install test demo demo-det clean-venv
 install: $(STAMP)/mmvim
 
 $(STAMP)/venv:
@@ -46,6 +46,9 @@ test: install
 
 demo: install
 	$(BIN)/python tools/demo/quickstart.py
+
+demo-det: install
+	$(BIN)/python tools/demo/quickstart_det.py
 
 clean-venv:
 	rm -rf $(VENV)
