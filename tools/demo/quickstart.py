@@ -17,7 +17,8 @@ from pathlib import Path
 
 from mmengine.hooks import Hook
 
-from mmvim.engine import build_runner, load_config
+from mmvim.engine import (RunSetupError, build_runner, check_checkpoints_kept,
+                          load_config)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'configs/ade20k/quickstart_upernet_vim_tiny_toy.py'
@@ -89,6 +90,10 @@ def main():
     if args.max_iters:  # the poly decay ends with training
         cfg.param_scheduler[-1].end = args.max_iters
 
+    try:
+        check_checkpoints_kept(work_dir, resume=None)
+    except RunSetupError as error:
+        sys.exit(f'error: {error}')
     runner = build_runner(cfg)
     record = MIoUBeforeAndAfter()
     runner.register_hook(record)
