@@ -69,6 +69,8 @@ def test_memory_cap_is_recorded_as_oom_and_larger_sizes_skipped(tmp_path):
     _, rows = read_csv(Path(out_dir) / 'results.csv')
     statuses = [(r['resolution'], r['status']) for r in rows]
     assert statuses == [('32', 'oom'), ('48', 'skipped')]
+    assert rows[0]['memory_kind'] == 'cpu_sampled_rss'
+    assert float(rows[0]['peak_memory_mb']) > 1
 
 
 def test_out_of_memory_inside_a_measurement_is_a_result(monkeypatch):

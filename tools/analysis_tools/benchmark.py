@@ -441,9 +441,14 @@ def _rss_mb_of(pid: int) -> float:
 
 def run_isolated(task: Dict, timeout_s: float) -> Dict:
     """``measure(task)`` in a fresh Python process, under a time limit and,
-    on CPU, an RSS limit (--max-memory-gb) watched from here."""
-    cpu_limit_mb = (task['max_memory_gb'] * 2**10 if task['max_memory_gb']
-                    and task['device'] == 'cpu' else None)
+    on CPU, an RSS limit (--max-memory-gb) watched from here.
+
+    On CPU the RSS is also sampled from here, so a measurement that never
+    reports (timed out, killed) still records the highest RSS seen
+    (memory_kind 'cpu_sampled_rss', a lower bound of its peak).
+    """
+    on_cpu = task['device'] == 'cpu'
+    cpu_limit_mb = task['max_memory_gb'] * 2**10 if on_cpu else 0
     with tempfile.TemporaryDirectory() as tmp:
         result_file = os.path.join(tmp, 'result.json')
         with open(os.path.join(tmp, 'stderr.txt'), 'w+') as log:
@@ -451,11 +456,13 @@ def run_isolated(task: Dict, timeout_s: float) -> Dict:
                 [sys.executable, os.path.abspath(__file__), '--worker',
                  json.dumps(task), '--result-file', result_file],
                 stdout=subprocess.DEVNULL, stderr=log)
-            started, killed_for = time.monotonic(), None
+            started, killed_for, sampled_mb = time.monotonic(), None, 0.
             while process.poll() is None:
+                if on_cpu:
+                    sampled_mb = max(sampled_mb, _rss_mb_of(process.pid))
                 if time.monotonic() - started > timeout_s:
                     killed_for = 'timeout'
-                elif cpu_limit_mb and _rss_mb_of(process.pid) > cpu_limit_mb:
+                elif cpu_limit_mb and sampled_mb > cpu_limit_mb:
                     killed_for = 'memory'
                 if killed_for:
                     process.kill()
@@ -464,19 +471,24 @@ def run_isolated(task: Dict, timeout_s: float) -> Dict:
                 time.sleep(WATCH_INTERVAL_S)
             log.seek(0)
             stderr_tail = log.read()[-300:].strip()
-        if killed_for == 'timeout':
-            return dict(status='timeout', note=f'over {timeout_s:g} s')
-        if killed_for == 'memory':
-            return dict(status='oom', note='RSS over --max-memory-gb '
-                        f'{task["max_memory_gb"]:g}')
-        if os.path.exists(result_file):
+        if os.path.exists(result_file) and not killed_for:
             with open(result_file) as file:
                 return json.load(file)
-    if process.returncode == -signal.SIGKILL:
-        return dict(status='oom', note='killed by SIGKILL (the kernel OOM '
-                    'killer?)')
-    return dict(status='error', note=f'exit {process.returncode}: '
-                f'{stderr_tail}')
+    if killed_for == 'timeout':
+        outcome = dict(status='timeout', note=f'over {timeout_s:g} s')
+    elif killed_for == 'memory':
+        outcome = dict(status='oom', note='RSS over --max-memory-gb '
+                       f'{task["max_memory_gb"]:g}')
+    elif process.returncode == -signal.SIGKILL:
+        outcome = dict(status='oom', note='killed by SIGKILL (the kernel '
+                       'OOM killer?)')
+    else:
+        outcome = dict(status='error', note=f'exit {process.returncode}: '
+                       f'{stderr_tail}')
+    if sampled_mb:
+        outcome.update(peak_memory_mb=sampled_mb,
+                       memory_kind='cpu_sampled_rss')
+    return outcome
 
 
 def plan(args) -> List[Dict]:
@@ -535,7 +547,9 @@ def run_all(args, out_dir: str, meta: Dict) -> List[Dict]:
 
 def describe(row: Dict) -> str:
     if row['status'] != 'ok':
-        return f'{row["status"]} {row.get("note", "")}'.strip()
+        seen = (f' (RSS seen: {row["peak_memory_mb"]:.0f} MiB)'
+                if row.get('peak_memory_mb') else '')
+        return f'{row["status"]} {row.get("note", "")}{seen}'
     return (f'{row["images_per_s"]:.3g} img/s, median {row["median_s"]:.3g} '
             f's, peak {row["peak_memory_mb"]:.0f} MiB')
 
@@ -790,8 +804,11 @@ def main(argv=None) -> Optional[str]:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.worker:
-        with open(args.result_file, 'w') as file:
-            json.dump(measure(json.loads(args.worker)), file)
+        row = measure(json.loads(args.worker))
+        # Renamed into place: a measurement killed mid-way leaves no file.
+        with open(args.result_file + '.part', 'w') as file:
+            json.dump(row, file)
+        os.replace(args.result_file + '.part', args.result_file)
         return None
     if args.from_results:
         with open(args.from_results) as file:

@@ -7,8 +7,10 @@ an op it has no formula for and counts it as zero. Here every call of the
 mixer's scan is traced as one opaque op (whichever implementation runs) and
 counted analytically.
 
-Convention, that of fvcore / mmengine: one multiply-add = 1 FLOP; additions,
-activations and normalisations are not counted. The selective scan costs
+Convention, that of fvcore / mmengine: one multiply-add = 1 FLOP for
+matmuls and convolutions (their handles also give norm layers and
+interpolation a per-element cost); additions and element-wise activations
+are not counted. The selective scan costs
   per token, channel and state: 4 = the decay exp(dt * A) (1), the recurrence
       h = decay * h + (dt * u) * B (2 multiply-adds), the readout C . h (1);
   per token and channel: 3 = dt * u, the skip D * u and the gate y * silu(z),
