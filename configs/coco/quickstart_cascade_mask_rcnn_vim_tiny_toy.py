@@ -1,0 +1,130 @@
+# Quickstart: the Vim Cascade Mask R-CNN of cascade_mask_rcnn_vim_tiny.py,
+# shrunk to train from scratch on 2 CPU cores in minutes, on the generated
+# toy COCO set (circles, squares, triangles):
+#   python tools/dataset_converters/make_toy_coco.py data/toy_coco
+#   python tools/train.py configs/coco/quickstart_cascade_mask_rcnn_vim_tiny_toy.py
+# or all steps, with AP before and after training: tools/demo/quickstart_det.py
+#
+# Same model types, norms (LayerNorm) and losses as the real config; what is
+# smaller: the backbone (4 layers of 64 channels, no pretrained checkpoint),
+# the pyramid and head widths (64 channels instead of 256), the number of
+# proposals and sampled RoIs, the images (160x128) and the schedule (400
+# iterations of 2 pictures).
+_base_ = './cascade_mask_rcnn_vim_tiny.py'
+
+data_root = 'data/toy_coco/'
+metainfo = dict(classes=('circle', 'square', 'triangle'))
+num_classes = len(metainfo['classes'])
+image_size = (160, 128)  # (width, height), as mmdet's transforms take it
+embed_dims = 64
+num_layers = 4
+channels = 64
+
+model = dict(
+    backbone=dict(
+        arch=dict(
+            _delete_=True, embed_dims=embed_dims, num_layers=num_layers),
+        img_size=image_size[::-1],
+        drop_path_rate=0.0,
+        init_cfg=None),
+    neck=dict(in_channels=embed_dims, out_channels=channels),
+    rpn_head=dict(in_channels=channels, feat_channels=channels),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=channels),
+        bbox_head=[
+            dict(head, in_channels=channels, conv_out_channels=channels,
+                 fc_out_channels=256, num_classes=num_classes)
+            for head in _base_.model.roi_head.bbox_head
+        ],
+        mask_roi_extractor=dict(out_channels=channels),
+        mask_head=dict(
+            in_channels=channels, conv_out_channels=channels,
+            num_classes=num_classes)),
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=500, max_per_img=200),
+        # 32 RoIs per picture and stage, half of them positive (the real
+        # config: 512, a quarter), so the box heads see objects often.
+        rcnn=[
+            dict(stage,
+                 sampler=dict(stage.sampler, num=32, pos_fraction=0.5))
+            for stage in _base_.model.train_cfg.rcnn
+        ]),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
+
+# LSJ in miniature: the toy objects are 30-72 pixels wide, so the resize
+# range is narrower than COCO's 0.1-2.0 to keep them within the anchors'.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(
+        type='RandomResize',
+        scale=image_size,
+        ratio_range=(0.75, 1.5),
+        keep_ratio=True),
+    dict(
+        type='RandomCrop',
+        crop_type='absolute',
+        crop_size=image_size,
+        recompute_bbox=True,
+        allow_negative_crop=True),
+    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
+    dict(type='Pad', size=image_size, pad_val=_base_.pad_val),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='Pad', size=image_size, pad_val=_base_.pad_val),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor'))
+]
+# No worker processes: on 2 cores they cost more than the small images do.
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+
+# From scratch, so a higher lr and no layer-wise decay (nothing pretrained
+# to preserve); the warm-up and the two lr steps keep the recipe's shape.
+max_iters = 400
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-3, weight_decay=0.05),
+    paramwise_cfg=dict(num_layers=num_layers, layer_decay_rate=1.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
+         end=50),
+    dict(
+        type='MultiStepLR',
+        by_epoch=False,
+        begin=0,
+        end=max_iters,
+        milestones=[int(max_iters * 0.8), int(max_iters * 0.9)],
+        gamma=0.1)
+]
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+randomness = dict(seed=0)
