@@ -81,6 +81,7 @@ val_dataloader = dict(
     dataset=dict(**toy_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
+randomness = dict(seed=0)  # the same initial weights, hence figures, each run
 max_iters = 300
 optim_wrapper = dict(
     optimizer=dict(lr=1e-3, weight_decay=0.05),

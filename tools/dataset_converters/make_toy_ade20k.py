@@ -65,8 +65,9 @@ def draw_scene(rng, height, width):
                    rng.normal(0, 25, (height, width, 1)))[~sky]
 
     if rng.random() < 0.8:  # sun: a smooth bright disk in the sky
-        radius = rng.uniform(0.08, 0.16) * height
-        cy, cx = rng.uniform(radius, 0.3 * height), rng.uniform(0, width)
+        radius = rng.uniform(0.12, 0.22) * height
+        cy = rng.uniform(0.8 * radius, 0.35 * height)
+        cx = rng.uniform(radius, width - radius)
         dist = np.hypot(yy - cy, xx - cx)
         disk = (dist < radius) & sky
         label[disk] = SUN
@@ -74,11 +75,11 @@ def draw_scene(rng, height, width):
         image[disk] = np.clip(_jitter(rng, (240, 190, 40), 15) + glow, 0,
                               255)[disk]
 
-    if rng.random() < 0.7:  # pond: an ellipse with horizontal ripples
+    if rng.random() < 0.8:  # pond: an ellipse with horizontal ripples
         cy = rng.uniform(horizon.max() + 0.1 * height, 0.95 * height)
         cx = rng.uniform(0.2, 0.8) * width
-        ry, rx = rng.uniform(0.06, 0.14) * height, rng.uniform(
-            0.15, 0.35) * width
+        ry, rx = rng.uniform(0.08, 0.16) * height, rng.uniform(
+            0.2, 0.4) * width
         pond = (((yy - cy) / ry)**2 + ((xx - cx) / rx)**2 < 1) & ~sky
         label[pond] = WATER
         ripples = 30 * np.sin(2 * np.pi * yy / rng.uniform(3, 6) +
@@ -86,9 +87,9 @@ def draw_scene(rng, height, width):
         image[pond] = (_jitter(rng, (30, 160, 190), 25) +
                        ripples[..., None])[pond]
 
-    for _ in range(rng.integers(0, 3)):  # houses: brick walls on the horizon
-        w = rng.uniform(0.12, 0.3) * width
-        h = rng.uniform(0.15, 0.35) * height
+    for _ in range(rng.integers(1, 3)):  # houses: brick walls on the horizon
+        w = rng.uniform(0.15, 0.35) * width
+        h = rng.uniform(0.2, 0.4) * height
         x0 = rng.uniform(0, width - w)
         base = horizon[0, int(x0 + w / 2)] + rng.uniform(2, 10)
         wall = (xx >= x0) & (xx < x0 + w) & (yy < base) & (yy >= base - h)
