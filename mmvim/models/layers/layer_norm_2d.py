@@ -7,21 +7,17 @@ from mmengine.registry import MODELS
 
 @MODELS.register_module('LN2d')
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm for channels-first feature maps, usable as ``norm_cfg=dict(type='LN2d')``.
+    """LayerNorm for channels-first maps: ``norm_cfg=dict(type='LN2d')``.
 
     ``nn.LayerNorm`` (mmcv's ``'LN'``) normalises the last axis, which for a
     conv feature map is the width, so conv necks and heads in the ViTDet
-    recipe (LayerNorm everywhere instead of BatchNorm) need this variant. The
-    default eps (1e-6) is the one ViTDet uses.
+    recipe (LayerNorm everywhere instead of BatchNorm) need this variant.
     """
-
-    def __init__(self, num_channels: int, eps: float = 1e-6, **kwargs) -> None:
-        super().__init__(num_channels, eps=eps, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise ValueError(
-                f'LayerNorm2d expects (N, C, H, W) input, got shape {tuple(x.shape)}')
+            raise ValueError('LayerNorm2d expects (N, C, H, W) input, got '
+                             f'shape {tuple(x.shape)}')
         x = F.layer_norm(
             x.permute(0, 2, 3, 1), self.normalized_shape, self.weight,
             self.bias, self.eps)

@@ -14,7 +14,7 @@ def test_normalises_each_pixel_over_channels():
 
     expected = F.layer_norm(
         x.permute(0, 2, 3, 1), (8, ), norm.weight, norm.bias,
-        eps=1e-6).permute(0, 3, 1, 2)
+        eps=norm.eps).permute(0, 3, 1, 2)
 
     torch.testing.assert_close(norm(x), expected)
     # per pixel, the un-affine output has zero mean over channels
