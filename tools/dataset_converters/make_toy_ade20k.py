@@ -28,8 +28,6 @@ from PIL import Image
 
 # Names of annotation values 1..5 (value 0 is unlabelled).
 CLASSES = ('sky', 'grass', 'water', 'sun', 'house')
-PALETTE = ((70, 130, 220), (60, 160, 60), (20, 200, 200), (250, 200, 30),
-           (180, 50, 40))
 SKY, GRASS, WATER, SUN, HOUSE = range(1, len(CLASSES) + 1)
 SPLITS = ('training', 'validation')
 

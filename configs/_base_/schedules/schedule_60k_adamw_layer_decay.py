@@ -42,5 +42,6 @@ default_hooks = dict(
         save_best='mIoU'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
-# The recipe's lr is for 4 GPUs x 8 images; `--auto-scale-lr` rescales it.
+# The recipe's lr is for 4 GPUs x 8 images; on another total batch,
+# --cfg-options auto_scale_lr.enable=True scales it linearly.
 auto_scale_lr = dict(enable=False, base_batch_size=32)
