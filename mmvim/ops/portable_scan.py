@@ -25,7 +25,7 @@ backwards. The state is float32 (float64 for float64 inputs) whatever the
 input dtype.
 """
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -150,29 +150,112 @@ class _Prepared:
         return 0 if self.D is None else self.D * self.u
 
 
+# Bytes of one position's states over all chunks that a CPU block may hold.
+# The scan's loops update that slice once per position; when it fits in a
+# core's L2 cache (512 KiB on the AMD EPYC cores where this was tuned) they
+# stop waiting on memory. Measured on one thread, against scanning whole
+# tensors: Vim-Ti's 2 x 384 channels, 1025 tokens, forward + backward 1.8x
+# faster at batch 1 and 3.2x at batch 4; 4097 tokens 1.9x.
+CPU_BLOCK_BYTES = 512 * 1024
+
+
+class _Block(NamedTuple):
+    """A part of the scan solved on its own: batch rows, channels, B/C group."""
+    rows: slice
+    channels: slice
+    group: int
+
+    def inputs(self, u, delta, A, B, C, D, z, delta_bias):
+        """The block's slices of the scan's arguments (B, C: (b, g, n, l))."""
+
+        def per_channel(tensor):
+            return None if tensor is None else tensor[self.channels]
+
+        def per_token(tensor):
+            return None if tensor is None else tensor[self.rows,
+                                                      self.channels]
+
+        if self.group < 0:
+            bc = B[self.rows], C[self.rows]
+        else:
+            bc = B[self.rows, self.group], C[self.rows, self.group]
+        return (per_token(u), per_token(delta), per_channel(A), *bc,
+                per_channel(D), per_token(z), per_channel(delta_bias))
+
+
+def _blocks(u, B):
+    """How the scan of u (b, d, l) with B (b, g, n, l) is split.
+
+    A GPU takes it whole (group -1: all groups at once). A CPU scans each
+    batch row and B/C group on its own, the group's channels split evenly
+    so that one position's states fit in :data:`CPU_BLOCK_BYTES`.
+    """
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    if u.device.type != 'cpu':
+        return [_Block(slice(None), slice(None), -1)]
+    num_chunks = -(-length // max(1, math.isqrt(length)))
+    bytes_per_channel = (num_chunks * B.shape[2] *
+                         torch.finfo(_compute_dtype(u)).bits // 8)
+    group_width = channels // groups
+    num_splits = -(-group_width * bytes_per_channel // CPU_BLOCK_BYTES)
+    width = -(-group_width // num_splits)
+    blocks = []
+    for row in range(batch):
+        for group in range(groups):
+            end = (group + 1) * group_width
+            for start in range(group * group_width, end, width):
+                blocks.append(
+                    _Block(slice(row, row + 1),
+                           slice(start, min(start + width, end)), group))
+    return blocks
+
+
+def _scan_block(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """Forward scan of one block: (y in the compute dtype, chunk starts)."""
+    prep = _Prepared(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    states, starts = prep.states(prep.decays())
+    y = prep.readout(states) + prep.skip()
+    del states
+    if prep.z is not None:
+        y = y * F.silu(prep.z)
+    return prep.unchunked(y, u), starts
+
+
 class SelectiveScanFunction(torch.autograd.Function):
+    """The scan of B, C grouped as (b, g, n, l), solved block by block."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        blocks = _blocks(u, B)
+        y = torch.empty_like(u)
+        starts = []
         with torch.autocast(u.device.type, enabled=False):
-            prep = _Prepared(u, delta, A, B, C, D, z, delta_bias,
-                             delta_softplus)
-            states, starts = prep.states(prep.decays())
-            y = prep.readout(states) + prep.skip()
-            del states
-            if prep.z is not None:
-                y = y * F.silu(prep.z)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
+            for block in blocks:
+                y[block.rows, block.channels], block_starts = _scan_block(
+                    *block.inputs(u, delta, A, B, C, D, z, delta_bias),
+                    delta_softplus)
+                starts.append(block_starts)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, *starts)
+        ctx.blocks = blocks
         ctx.delta_softplus = delta_softplus
-        return prep.unchunked(y, u)
+        return y
 
     @staticmethod
     def backward(ctx, grad_out):
-        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, *starts = ctx.saved_tensors
+        inputs = (u, delta, A, B, C, D, z, delta_bias)
+        # Per-token gradients are written block by block; per-channel ones
+        # and those of the shared B and C are summed over the blocks.
+        grads = [None if t is None else torch.zeros_like(t) for t in inputs]
         with torch.autocast(u.device.type, enabled=False):
-            grads = _selective_scan_backward(u, delta, A, B, C, D, z,
-                                             delta_bias, ctx.delta_softplus,
-                                             starts, grad_out)
+            for block, block_starts in zip(ctx.blocks, starts):
+                block_grads = _selective_scan_backward(
+                    *block.inputs(*inputs), ctx.delta_softplus, block_starts,
+                    grad_out[block.rows, block.channels])
+                for target, grad in zip(block.inputs(*grads), block_grads):
+                    if grad is not None:
+                        target += grad
         return (*grads, None)
 
 
@@ -251,8 +334,10 @@ def selective_scan_torch(u: torch.Tensor,
     the d channels split into g groups that share B and C; D, delta_bias: (d,).
     Returns (b, d, l) in u's dtype.
     """
-    return SelectiveScanFunction.apply(u, delta, A, B, C, D, z, delta_bias,
-                                       delta_softplus)
+    grouped_B = B.view(B.shape[0], -1, B.shape[-2], B.shape[-1])
+    grouped_C = C.view(grouped_B.shape)
+    return SelectiveScanFunction.apply(u, delta, A, grouped_B, grouped_C, D,
+                                       z, delta_bias, delta_softplus)
 
 
 def selective_scan_sequential(u, delta, A, B, C, D=None, z=None,

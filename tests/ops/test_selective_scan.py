@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mmvim.ops import selective_scan_sequential, selective_scan_torch
+from mmvim.ops import (portable_scan, selective_scan_sequential,
+                       selective_scan_torch)
 
 
 def make_inputs(batch=2, channels=4, length=23, state=3, groups=None,
@@ -24,22 +25,27 @@ def make_inputs(batch=2, channels=4, length=23, state=3, groups=None,
         delta_bias=randn(channels) * 0.3)
 
 
-@pytest.mark.parametrize('groups', [None, 2])
-@pytest.mark.parametrize('optional', [True, False])
-def test_matches_sequential_loop_forward_and_backward(groups, optional):
-    inputs = make_inputs(groups=groups)
-    if not optional:
-        inputs.update(D=None, z=None, delta_bias=None)
+def assert_matches_sequential_loop(inputs, delta_softplus):
+    """Output and every input's gradient equal the plain loop's (float64)."""
     tensors = {k: v.requires_grad_() for k, v in inputs.items()
                if v is not None}
-    fast = selective_scan_torch(**inputs, delta_softplus=optional)
-    slow = selective_scan_sequential(**inputs, delta_softplus=optional)
+    fast = selective_scan_torch(**inputs, delta_softplus=delta_softplus)
+    slow = selective_scan_sequential(**inputs, delta_softplus=delta_softplus)
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
     grad_out = torch.randn_like(fast)
     fast_grads = torch.autograd.grad(fast, list(tensors.values()), grad_out)
     slow_grads = torch.autograd.grad(slow, list(tensors.values()), grad_out)
     for name, a, b in zip(tensors, fast_grads, slow_grads):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize('groups', [None, 2])
+@pytest.mark.parametrize('optional', [True, False])
+def test_matches_sequential_loop_forward_and_backward(groups, optional):
+    inputs = make_inputs(groups=groups)
+    if not optional:
+        inputs.update(D=None, z=None, delta_bias=None)
+    assert_matches_sequential_loop(inputs, delta_softplus=optional)
 
 
 @pytest.mark.parametrize('groups', [None, 2])
@@ -93,3 +99,16 @@ def test_low_precision_inputs_scan_in_float32(dtype):
     reference = selective_scan_sequential(
         **{k: v.float() for k, v in low.items()}, delta_softplus=True)
     torch.testing.assert_close(out.float(), reference, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize('block_bytes', [1, 200, None])
+def test_blocks_match_the_sequential_loop(monkeypatch, block_bytes):
+    # 1 byte: one channel per block; 200 bytes: blocks of 3 channels with a
+    # shorter last one; None: the whole tensors at once, as on a GPU.
+    if block_bytes is None:
+        monkeypatch.setattr(portable_scan, '_blocks', lambda u, B: [
+            portable_scan._Block(slice(None), slice(None), -1)])
+    else:
+        monkeypatch.setattr(portable_scan, 'CPU_BLOCK_BYTES', block_bytes)
+    assert_matches_sequential_loop(
+        make_inputs(channels=16, groups=2, length=9), delta_softplus=True)
