@@ -90,7 +90,6 @@ def make_runner(data_root, work_dir, name, max_iters, **extra):
         'train_cfg.max_iters': max_iters,
         'train_cfg.val_interval': 2,
         'default_hooks.checkpoint.interval': 2,
-        'default_hooks.checkpoint.max_keep_ckpts': -1,
         'default_hooks.logger.interval': 1,
         'val_evaluator.ann_file': data_root + 'annotations/instances_val.json',
         # Runners of one process need their own logger/message hub names.

@@ -38,7 +38,9 @@ default_hooks = dict(
         type='CheckpointHook',
         by_epoch=False,
         interval=6000,
-        max_keep_ckpts=4,
+        # Every checkpoint is kept (max_keep_ckpts would delete older ones);
+        # the best-mIoU copy replaces only the previous best copy, whose
+        # iteration also has its own iter_N.pth.
         save_best='mIoU'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

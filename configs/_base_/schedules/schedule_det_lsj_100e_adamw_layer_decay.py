@@ -3,7 +3,7 @@
 # 177,546 (96 epochs) after a 250-iteration linear warm-up; AdamW lr 1e-4,
 # weight decay 0.1, layer-wise lr decay 0.837 over the 24 Vim layers.
 max_iters = 184375
-# COCO val and a checkpoint every 5000 iterations (37 times a run).
+# COCO val every 5000 iterations (37 times a run).
 val_interval = 5000
 optim_wrapper = dict(
     type='OptimWrapper',
