@@ -13,7 +13,8 @@ from mmengine.config import DictAction
 
 import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
 from mmvim.engine import (RunSetupError, build_runner, check_checkpoints_kept,
-                          check_datasets_exist, load_config)
+                          check_datasets_exist, check_pretrained_exist,
+                          load_config)
 
 
 def parse_args():
@@ -97,6 +98,7 @@ def main():
             enable_amp(cfg)
         resume_from = apply_resume(cfg, args.resume)
         check_datasets_exist(cfg, ('train_dataloader', 'val_dataloader'))
+        check_pretrained_exist(cfg)
         check_checkpoints_kept(cfg.work_dir, resume_from)
         runner = build_runner(cfg)
     except RunSetupError as error:

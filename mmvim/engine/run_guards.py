@@ -1,13 +1,14 @@
 """Checks the tools run before handing a config to mmengine's Runner.
 
-Both failures they catch would otherwise surface late and badly: a missing
-dataset as a stack trace deep inside a dataloader worker, a reused work
-directory as silently overwritten checkpoints.
+The failures they catch would otherwise surface late and badly: a missing
+dataset as a stack trace deep inside a dataloader worker, a missing backbone
+checkpoint only after the datasets are built, a reused work directory as
+silently overwritten checkpoints.
 """
 import os.path as osp
 import re
 from glob import glob
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 MMSEG_DATA_DOCS = ('https://mmsegmentation.readthedocs.io/en/latest/'
                    'user_guides/2_dataset_prepare.html')
@@ -28,6 +29,14 @@ DATASET_SOURCES = {
              'first try without downloading, tools/dataset_converters/'
              'make_toy_coco.py writes a small generated COCO-format '
              'dataset.'),
+}
+# Where the released backbone checkpoints our configs name can be downloaded.
+RELEASED_CHECKPOINTS = {
+    f'vim_{size[0]}_midclstok_{accuracy}acc.pth':
+    f'https://huggingface.co/hustvl/Vim-{size}-midclstok/resolve/main/'
+    f'vim_{size[0]}_midclstok_{accuracy}acc.pth'
+    for size, accuracy in (('tiny', '76p1'), ('small', '80p5'),
+                           ('base', '81p9'))
 }
 CHECKPOINT_STEP = re.compile(r'(?:iter|epoch)_(\d+)\.pth$')
 
@@ -91,6 +100,39 @@ def check_datasets_exist(cfg, dataloader_keys: Sequence[str]) -> None:
             'dataset not found. Paths are relative to the current directory;'
             ' data elsewhere: --cfg-options <dataloader>.dataset.data_root='
             'PATH\n' + '\n'.join(lines))
+
+
+def _pretrained_checkpoints(node, key: str) -> Iterator[Tuple[str, str]]:
+    """Yields (config key, path) of every ``Pretrained`` init_cfg."""
+    if isinstance(node, dict):
+        if node.get('type') == 'Pretrained' and node.get('checkpoint'):
+            yield f'{key}.checkpoint', str(node['checkpoint'])
+        for name, child in node.items():
+            yield from _pretrained_checkpoints(child, f'{key}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for index, child in enumerate(node):
+            yield from _pretrained_checkpoints(child, f'{key}.{index}')
+
+
+def check_pretrained_exist(cfg) -> None:
+    """Raises RunSetupError naming each local ``Pretrained`` checkpoint of
+    the model that is missing, with where to download it."""
+    lines = []
+    for key, path in _pretrained_checkpoints(cfg.get('model'), 'model'):
+        if '://' in path or osp.isfile(path):
+            continue
+        url = RELEASED_CHECKPOINTS.get(osp.basename(path))
+        source = (f'download it: wget -P {osp.dirname(path) or "."} {url}'
+                  if url else 'fix the path')
+        lines.append(f'{osp.abspath(path)} does not exist ({key}).\n'
+                     f'  Either {source}, or pass another path: '
+                     f'--cfg-options {key}=PATH')
+    if lines:
+        raise RunSetupError(
+            'pretrained checkpoint not found. Paths are relative to the '
+            'current directory; to train from scratch instead, set the '
+            'init_cfg to None (e.g. --cfg-options '
+            'model.backbone.init_cfg=None).\n' + '\n'.join(lines))
 
 
 def _step(checkpoint: str) -> Optional[int]:

@@ -1,10 +1,10 @@
-"""The pre-run checks: missing datasets and checkpoints a run could
-overwrite."""
+"""The pre-run checks: missing datasets, missing pretrained checkpoints and
+checkpoints a run could overwrite."""
 import pytest
 from mmengine.config import Config
 
 from mmvim.engine import (RunSetupError, check_checkpoints_kept,
-                          check_datasets_exist)
+                          check_datasets_exist, check_pretrained_exist)
 
 
 def ade_like_cfg(data_root):
@@ -67,3 +67,28 @@ def test_checkpoint_overwrite_guard(tmp_path):
         check_checkpoints_kept(str(tmp_path), 'auto')
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_8.pth'))
     check_checkpoints_kept(str(tmp_path), 'auto')
+
+
+def test_missing_pretrained_checkpoint_names_key_and_download(tmp_path):
+    checkpoint = tmp_path / 'checkpoints/vim_t_midclstok_76p1acc.pth'
+    cfg = Config(
+        dict(
+            model=dict(
+                backbone=dict(
+                    init_cfg=dict(
+                        type='Pretrained', checkpoint=str(checkpoint))),
+                neck=dict(init_cfg=[
+                    dict(type='Pretrained',
+                         checkpoint='https://example.org/neck.pth')
+                ]))))
+    with pytest.raises(RunSetupError) as error:
+        check_pretrained_exist(cfg)
+    message = str(error.value)
+    assert str(checkpoint) in message
+    assert 'model.backbone.init_cfg.checkpoint' in message
+    assert ('huggingface.co/hustvl/Vim-tiny-midclstok/resolve/main/'
+            'vim_t_midclstok_76p1acc.pth') in message
+    assert 'neck' not in message  # URLs are left to the loader
+    checkpoint.parent.mkdir()
+    checkpoint.touch()
+    check_pretrained_exist(cfg)

@@ -25,6 +25,22 @@ def test_missing_dataset_stops_with_directions(tmp_path, monkeypatch,
     assert not (tmp_path / 'work').exists()
 
 
+def test_missing_backbone_checkpoint_stops_before_building(
+        tmp_path, monkeypatch, tiny_ade20k_root, tool_main):
+    monkeypatch.chdir(tmp_path)
+    data = f'{tiny_ade20k_root}/'
+    with pytest.raises(SystemExit) as stop:
+        tool_main(REPO / 'tools/train.py',
+                  REPO / 'configs/ade20k/upernet_vim_tiny.py', '--work-dir',
+                  tmp_path / 'work', '--cfg-options',
+                  f'train_dataloader.dataset.data_root={data}',
+                  f'val_dataloader.dataset.data_root={data}')
+    message = str(stop.value.code)
+    assert str(tmp_path / 'checkpoints/vim_t_midclstok_76p1acc.pth') in message
+    assert 'model.backbone.init_cfg=None' in message
+    assert not (tmp_path / 'work').exists()
+
+
 def test_train_refuse_overwrite_resume_and_test(tmp_path, tiny_config,
                                                 tool_main):
     work_dir = tmp_path / 'work'
