@@ -187,8 +187,10 @@ def _blocks(u, B):
     """How the scan of u (b, d, l) with B (b, g, n, l) is split.
 
     A GPU takes it whole (group -1: all groups at once). A CPU scans each
-    batch row and B/C group on its own, the group's channels split evenly
-    so that one position's states fit in :data:`CPU_BLOCK_BYTES`.
+    B/C group on its own, in blocks whose states at one position fit in
+    :data:`CPU_BLOCK_BYTES`: a group's channels split evenly when one batch
+    row is too much, several batch rows together when they fit (short
+    sequences, where each block's fixed cost of small ops would dominate).
     """
     batch, channels, length = u.shape
     groups = B.shape[1]
@@ -200,13 +202,14 @@ def _blocks(u, B):
     group_width = channels // groups
     num_splits = -(-group_width * bytes_per_channel // CPU_BLOCK_BYTES)
     width = -(-group_width // num_splits)
+    rows = max(1, CPU_BLOCK_BYTES // (width * bytes_per_channel))
     blocks = []
-    for row in range(batch):
+    for first_row in range(0, batch, rows):
         for group in range(groups):
             end = (group + 1) * group_width
             for start in range(group * group_width, end, width):
                 blocks.append(
-                    _Block(slice(row, row + 1),
+                    _Block(slice(first_row, first_row + rows),
                            slice(start, min(start + width, end)), group))
     return blocks
 

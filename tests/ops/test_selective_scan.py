@@ -101,10 +101,11 @@ def test_low_precision_inputs_scan_in_float32(dtype):
     torch.testing.assert_close(out.float(), reference, rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize('block_bytes', [1, 200, None])
+@pytest.mark.parametrize('block_bytes', [1, 200, 1200, None])
 def test_blocks_match_the_sequential_loop(monkeypatch, block_bytes):
-    # 1 byte: one channel per block; 200 bytes: blocks of 3 channels with a
-    # shorter last one; None: the whole tensors at once, as on a GPU.
+    # A group's 8 channels take 576 bytes per position. 1 byte: one channel
+    # per block; 200: blocks of 3 channels, the last one shorter; 1200: both
+    # batch rows in one block; None: the whole tensors at once, as on a GPU.
     if block_bytes is None:
         monkeypatch.setattr(portable_scan, '_blocks', lambda u, B: [
             portable_scan._Block(slice(None), slice(None), -1)])
