@@ -88,7 +88,10 @@ def make_runner(base_cfg, data_root, work_dir, name, max_iters, **extra):
         options[f'{loader}.persistent_workers'] = False
     options.update({
         'train_dataloader.batch_size': 2,
-        'model.backbone.arch': dict(embed_dims=32, num_layers=4),
+        'model.backbone.arch': dict(
+            _delete_=True, embed_dims=32, num_layers=4),
+        'model.backbone.out_indices': (0, 1, 2, 3),
+        'optim_wrapper.paramwise_cfg.num_layers': 4,
         'model.neck.embed_dim': 32,
         'model.decode_head.in_channels': [32] * 4,
         'model.decode_head.channels': 32,

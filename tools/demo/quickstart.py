@@ -79,9 +79,9 @@ def parse_args():
 def main():
     args = parse_args()
     if not torch.cuda.is_available():
-        # The demo's tensors are small: on 2 cores one thread trained faster
-        # than two (0.8 s against 4-6 s per iteration, measured on a shared
-        # machine), where threads mostly wait for each other.
+        # The demo's tensors are small and the data-loading worker takes
+        # the second core: on a shared 2-core machine two threads made an
+        # iteration of an earlier, smaller demo model 4-6 s instead of 0.8 s.
         torch.set_num_threads(args.cpu_threads)
     data_root = Path(args.data_root)
     if not (data_root / 'images').is_dir():
