@@ -376,12 +376,15 @@ def measure(task: Dict) -> Dict:
     """Build, warm up and time one measurement in this process.
 
     ``task``: model, resolution, batch_size, dtype, mode, device, warmup,
-    repeats, threads, max_memory_gb. Returns the measured fields of a result
+    repeats, threads, max_memory_gb, reuse_freed_cpu_memory. Returns the measured fields of a result
     row; failures come back as a status, never as an exception.
     """
     device = torch.device(task['device'])
     if task['threads']:
         torch.set_num_threads(task['threads'])
+    if task.get('reuse_freed_cpu_memory') and device.type == 'cpu':
+        from mmvim.ops import reuse_freed_cpu_memory
+        reuse_freed_cpu_memory()
     row = dict(status='ok', note='', threads=torch.get_num_threads(),
                memory_kind='cuda_max_allocated'
                if device.type == 'cuda' else 'cpu_peak_rss')
@@ -506,7 +509,9 @@ def plan(args) -> List[Dict]:
                                  batch_size=batch, dtype=dtype, mode=mode,
                                  device=args.device, warmup=args.warmup,
                                  repeats=args.repeats, threads=args.threads,
-                                 max_memory_gb=args.max_memory_gb))
+                                 max_memory_gb=args.max_memory_gb,
+                                 reuse_freed_cpu_memory=args.
+                                 reuse_freed_cpu_memory))
     return tasks
 
 
@@ -760,6 +765,12 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--threads', type=int, default=0,
                         help='torch threads per measurement (0: default)')
+    parser.add_argument(
+        '--reuse-freed-cpu-memory',
+        action='store_true',
+        help='CPU: let glibc keep freed memory for reuse '
+        '(mmvim.ops.reuse_freed_cpu_memory, as tools/train.py does on a '
+        'CPU); default: glibc as configured')
     parser.add_argument('--timeout', type=float, default=1800,
                         help='seconds per measurement, model build included')
     parser.add_argument('--max-memory-gb', type=float, default=0,
