@@ -31,25 +31,18 @@ model = dict(
     auxiliary_head=dict(num_classes=num_classes),
     test_cfg=dict(crop_size=crop_size, stride=(42, 42)))
 
-# ADE20K's pipelines, scaled from 512-pixel to 64-pixel crops.
+# ADE20K's pipelines with the sizes scaled from 512-pixel to 64-pixel crops.
+toy_sizes = dict(
+    RandomResize=dict(scale=(256, 64), ratio_range=(0.75, 1.5)),
+    RandomCrop=dict(crop_size=crop_size),
+    Resize=dict(scale=(256, 64)))
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(
-        type='RandomResize',
-        scale=(256, 64),
-        ratio_range=(0.75, 1.5),
-        keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')
+    dict(step, **toy_sizes.get(step['type'], {}))
+    for step in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(256, 64), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs')
+    dict(step, **toy_sizes.get(step['type'], {}))
+    for step in _base_.test_pipeline
 ]
 toy_dataset = dict(
     # ADE20KDataset only accepts (subsets of) the 150 ADE20K class names.

@@ -51,36 +51,21 @@ model = dict(
         ]),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
 
-# LSJ in miniature: the toy objects are 30-72 pixels wide, so the resize
-# range is narrower than COCO's 0.1-2.0 to keep them within the anchors'.
+# LSJ in miniature: the base's pipelines with the toy image size. The toy
+# objects are 30-72 pixels wide, so the resize range is narrower than COCO's
+# 0.1-2.0 to keep them within the anchors'.
+toy_sizes = dict(
+    RandomResize=dict(scale=image_size, ratio_range=(0.75, 1.5)),
+    RandomCrop=dict(crop_size=image_size),
+    Resize=dict(scale=image_size),
+    Pad=dict(size=image_size))
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomResize',
-        scale=image_size,
-        ratio_range=(0.75, 1.5),
-        keep_ratio=True),
-    dict(
-        type='RandomCrop',
-        crop_type='absolute',
-        crop_size=image_size,
-        recompute_bbox=True,
-        allow_negative_crop=True),
-    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
-    dict(type='Pad', size=image_size, pad_val=_base_.pad_val),
-    dict(type='PackDetInputs')
+    dict(step, **toy_sizes.get(step['type'], {}))
+    for step in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='Pad', size=image_size, pad_val=_base_.pad_val),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
+    dict(step, **toy_sizes.get(step['type'], {}))
+    for step in _base_.test_pipeline
 ]
 # No worker processes: on 2 cores they cost more than the small images do.
 train_dataloader = dict(
