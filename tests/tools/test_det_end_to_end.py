@@ -1,7 +1,6 @@
 """Detection end to end through mmengine's Runner, on generated toy COCO
 data: train, validate with CocoMetric (bbox + segm), save, resume. Also the
 toy generator."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,18 +14,13 @@ REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / 'configs/coco/quickstart_cascade_mask_rcnn_vim_tiny_toy.py'
 
 
-def load_generator():
-    path = REPO / 'tools/dataset_converters/make_toy_coco.py'
-    spec = importlib.util.spec_from_file_location('make_toy_coco', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def toy(tool_module):
+    """The toy dataset generator script, as a module."""
+    return tool_module('tools/dataset_converters/make_toy_coco.py')
 
 
-toy = load_generator()
-
-
-def test_toy_coco_annotations_describe_the_images(tmp_path):
+def test_toy_coco_annotations_describe_the_images(tmp_path, toy):
     toy.make_toy_coco(tmp_path, num_train=3, num_val=2, image_size=(48, 64))
     coco = json.loads(
         (tmp_path / 'annotations/instances_train.json').read_text())
@@ -43,7 +37,7 @@ def test_toy_coco_annotations_describe_the_images(tmp_path):
     assert len(list((tmp_path / 'val').glob('*.png'))) == 2
 
 
-def test_toy_coco_is_deterministic_and_not_overwritten(tmp_path):
+def test_toy_coco_is_deterministic_and_not_overwritten(tmp_path, toy):
     toy.make_toy_coco(tmp_path / 'a', 2, 1, (48, 48), seed=3)
     toy.make_toy_coco(tmp_path / 'b', 2, 1, (48, 48), seed=3)
     for path in (tmp_path / 'a').rglob('*.*'):
@@ -57,7 +51,7 @@ def test_toy_coco_is_deterministic_and_not_overwritten(tmp_path):
     assert (tmp_path / 'a' / 'notes.txt').read_text() == 'keep me'
 
 
-def test_quickstart_config_names_the_generated_classes():
+def test_quickstart_config_names_the_generated_classes(toy):
     cfg = load_config(str(QUICKSTART))
     assert tuple(cfg.train_dataloader.dataset.metainfo.classes) == \
         toy.CLASSES
@@ -106,7 +100,7 @@ def make_runner(data_root, work_dir, name, max_iters, **extra):
     return build_runner(cfg)
 
 
-def test_train_validate_resume(tmp_path):
+def test_train_validate_resume(tmp_path, toy):
     data_root = tmp_path / 'data'
     toy.make_toy_coco(data_root, num_train=4, num_val=2)
     work_dir = tmp_path / 'work'

@@ -2,7 +2,6 @@
 train, validate with IoUMetric, save, resume, test. Also the toy generator.
 """
 import copy
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / 'configs/ade20k/quickstart_upernet_vim_tiny_toy.py'
 
 
-def load_generator():
-    path = REPO / 'tools/dataset_converters/make_toy_ade20k.py'
-    spec = importlib.util.spec_from_file_location('make_toy_ade20k', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def toy(tool_module):
+    """The toy dataset generator script, as a module."""
+    return tool_module('tools/dataset_converters/make_toy_ade20k.py')
 
 
-toy = load_generator()
-
-
-def test_toy_dataset_layout_and_labels(tmp_path):
+def test_toy_dataset_layout_and_labels(tmp_path, toy):
     root = toy.make_toy_ade20k(
         tmp_path / 'toy', num_train=3, num_val=2, size=(64, 48))
     for split, count in (('training', 3), ('validation', 2)):
@@ -44,7 +38,7 @@ def test_toy_dataset_layout_and_labels(tmp_path):
     assert {toy.SKY, toy.GRASS} <= set(np.unique(label))
 
 
-def test_toy_dataset_is_deterministic_and_kept(tmp_path):
+def test_toy_dataset_is_deterministic_and_kept(tmp_path, toy):
     first = toy.make_toy_ade20k(tmp_path / 'a', 2, 1, (48, 48), seed=3)
     second = toy.make_toy_ade20k(tmp_path / 'b', 2, 1, (48, 48), seed=3)
     for path in (first / 'annotations').rglob('*.png'):
@@ -58,7 +52,7 @@ def test_toy_dataset_is_deterministic_and_kept(tmp_path):
     assert (first / 'notes.txt').read_text() == 'keep me'
 
 
-def test_quickstart_config_names_the_generated_classes(quickstart_cfg):
+def test_quickstart_config_names_the_generated_classes(quickstart_cfg, toy):
     meta = quickstart_cfg.train_dataloader.dataset.metainfo
     assert tuple(meta.classes) == toy.CLASSES
     assert len(meta.palette) == len(toy.CLASSES)
@@ -115,7 +109,7 @@ def make_runner(base_cfg, data_root, work_dir, name, max_iters, **extra):
     return build_runner(cfg)
 
 
-def test_train_validate_resume_test(tmp_path, quickstart_cfg):
+def test_train_validate_resume_test(tmp_path, quickstart_cfg, toy):
     data_root = toy.make_toy_ade20k(
         tmp_path / 'data', num_train=8, num_val=2, size=(64, 64))
     work_dir = tmp_path / 'work'

@@ -9,7 +9,6 @@ own timestamped work dir, so earlier runs' checkpoints are never replaced.
     python tools/demo/quickstart.py [--max-iters N] [--work-dir DIR]
 """
 import argparse
-import importlib.util
 import subprocess
 import sys
 import time
@@ -26,15 +25,6 @@ CONFIG = REPO / 'configs/ade20k/quickstart_upernet_vim_tiny_toy.py'
 TOY_GENERATOR = REPO / 'tools/dataset_converters/make_toy_ade20k.py'
 IMAGE_DEMO = REPO / 'tools/demo/image_demo.py'
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-
-
-def load_toy_generator():
-    """tools/ is not a package: load the generator script as a module."""
-    spec = importlib.util.spec_from_file_location('make_toy_ade20k',
-                                                  TOY_GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class MIoUBeforeAndAfter(Hook):
@@ -85,8 +75,8 @@ def main():
         torch.set_num_threads(args.cpu_threads)
     data_root = Path(args.data_root)
     if not (data_root / 'images').is_dir():
-        print(f'Writing the toy dataset to {data_root} ...')
-        load_toy_generator().make_toy_ade20k(data_root)
+        subprocess.run([sys.executable, str(TOY_GENERATOR), str(data_root)],
+                       check=True)
 
     options = {f'{key}.dataset.data_root': str(data_root)
                for key in DATALOADERS}
