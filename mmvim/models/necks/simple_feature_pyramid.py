@@ -1,10 +1,14 @@
-"""ViTDet-style simple feature pyramid for plain (single-scale) backbones."""
+"""ViTDet-style simple feature pyramid for plain (single-scale) backbones.
+
+mmcv is imported when the neck is built, not when mmvim is imported: the
+backbone and the ops need only torch and mmengine, and this neck is only
+used inside mmdet detectors, which need mmcv anyway.
+"""
 from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
@@ -47,6 +51,7 @@ class SimpleFeaturePyramid(BaseModule):
                  act_cfg: dict = dict(type='GELU'),
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
+        from mmcv.cnn import ConvModule
         unsupported = [s for s in scale_factors
                        if s not in self.SUPPORTED_SCALE_FACTORS]
         if unsupported:
@@ -80,6 +85,7 @@ class SimpleFeaturePyramid(BaseModule):
         Upsampling halves the channels at each x2 step, as in ViTDet, which
         keeps the stride-4 level cheap.
         """
+        from mmcv.cnn import build_activation_layer, build_norm_layer
         if scale == 4.0:
             return [
                 nn.ConvTranspose2d(channels, channels // 2, 2, stride=2),
