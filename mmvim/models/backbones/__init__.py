@@ -1,3 +1,3 @@
-from .vision_mamba import VisionMamba
+from .vision_mamba import VisionMamba, checkpoint_filter_fn
 
-__all__ = ['VisionMamba']
+__all__ = ['VisionMamba', 'checkpoint_filter_fn']

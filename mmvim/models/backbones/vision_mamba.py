@@ -1,6 +1,6 @@
 """Vision Mamba (Vim) as a dense-prediction backbone."""
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.utils.checkpoint as cp
@@ -11,6 +11,11 @@ from torch import nn
 
 from ..layers import RMSNorm, VimBlock, resize_pos_embed
 from ..utils import load_checkpoint_state_dict
+
+# The input size all released Vim checkpoints were trained at (ImageNet).
+RELEASED_IMG_SIZE = (224, 224)
+# Keys of a released classification checkpoint that no backbone has.
+CLASSIFIER_PREFIXES = ('head.', 'head_dist.')
 
 
 def _pair(value) -> Tuple[int, int]:
@@ -23,12 +28,88 @@ def _describe(keys, limit=10) -> str:
     return ', '.join(keys[:limit]) + more
 
 
+def _require_positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f'{name} must be a positive integer, got '
+                             f'{value!r}.')
+
+
+def checkpoint_grid(model: 'VisionMamba', num_patches: int) -> Tuple[int, int]:
+    """The patch grid a checkpoint's ``pos_embed`` of ``num_patches`` rows
+    (class token excluded) was trained for.
+
+    Never guessed from the row count alone: with ``model.pretrain_img_size``
+    set it is that size's grid; otherwise this model's own grid (a file this
+    model saved) or the grid of the released models' 224x224 pre-training,
+    whichever has that many patches. Anything else is an error.
+    """
+    if model.pretrain_img_size is not None:
+        known = {'pretrain_img_size': model.pretrain_img_size}
+    else:
+        known = {'img_size': model.img_size,
+                 'the released models\' size': RELEASED_IMG_SIZE}
+    for size in known.values():
+        grid = model.grid_for(size)
+        if grid[0] * grid[1] == num_patches:
+            return grid
+    options = ', '.join(
+        f'{model.grid_for(size)[0]}x{model.grid_for(size)[1]} for {name} '
+        f'{size[0]}x{size[1]}' for name, size in known.items())
+    raise ValueError(
+        f'The checkpoint\'s pos_embed has {num_patches} patch rows, which '
+        f'fits none of the known grids ({options}, patch '
+        f'{model.patch_size}/{model.stride}). Set the backbone\'s '
+        'pretrain_img_size to the input size the checkpoint was trained at.')
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
+                         model: 'VisionMamba',
+                         prefix: Optional[str] = None
+                         ) -> Dict[str, torch.Tensor]:
+    """Adapt a checkpoint's state dict to ``model``; neither is modified.
+
+    Keeps the keys under ``prefix`` (e.g. ``'backbone.'`` of a detector's
+    file) without it, drops the classifier head (and ``norm_f`` when the
+    model has no final norm), and resizes ``pos_embed`` from the grid it was
+    trained for (:func:`checkpoint_grid`) to the model's, keeping the middle
+    class token's row apart. A checkpoint with a class token loads into a
+    model without one by dropping that row. Whatever else does not fit is
+    left for the model's strict loading to report.
+    """
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state_dict = {
+            k[len(prefix):]: v
+            for k, v in state_dict.items() if k.startswith(prefix)
+        }
+    unused = CLASSIFIER_PREFIXES + (() if model.final_norm else ('norm_f.', ))
+    state_dict = {
+        k: v
+        for k, v in state_dict.items() if not k.startswith(unused)
+    }
+    if 'pos_embed' not in state_dict:
+        return state_dict
+    pos_embed = state_dict['pos_embed']
+    with_cls_token = 'cls_token' in state_dict
+    grid = checkpoint_grid(model,
+                           pos_embed.shape[1] - int(with_cls_token))
+    pos_embed = resize_pos_embed(pos_embed, grid, model.patch_grid,
+                                 with_cls_token, model.interpolate_mode)
+    if with_cls_token and not model.with_cls_token:
+        cls_index = model.patch_grid[0] * model.patch_grid[1] // 2
+        pos_embed = torch.cat(
+            [pos_embed[:, :cls_index], pos_embed[:, cls_index + 1:]], dim=1)
+    return {**state_dict, 'pos_embed': pos_embed}
+
+
 class PatchEmbed(nn.Module):
-    """Conv patchify; overlapping patches when stride < patch size."""
+    """Conv patchify; overlapping patches when stride < patch size. A module
+    of its own so that the weights keep the released ``patch_embed.proj``
+    names."""
 
     def __init__(self, in_channels, embed_dims, patch_size, stride):
         super().__init__()
-        self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride)
 
     def forward(self, x):
@@ -52,28 +133,36 @@ class VisionMamba(BaseModule):
         arch: 'tiny' | 'small' | 'base' or dict(embed_dims=..., num_layers=...).
         img_size: input size the stored ``pos_embed`` is for; pretrained
             embeddings are resized to it on loading.
+        pretrain_img_size: input size a pretrained checkpoint's ``pos_embed``
+            was trained for. By default, a checkpoint of ``img_size`` (saved
+            by this model) or of the released models' 224x224.
         patch_size, stride: patch embedding conv (stride 8 gives the '+'
             models' overlapping patches).
         d_state: SSM state size.
         in_channels: image channels.
         out_indices: blocks whose output is returned (negative from the end).
-        out_type: 'featmap' returns, for each index, the token stream after
-            that block (the residual stream the next block reads; after
-            ``norm_f`` for the last block when ``final_norm``), patch tokens
-            only, as a contiguous (B, D, Hp, Wp) map in raster order.
+        out_type: 'featmap' returns, for each index, a contiguous
+            (B, D, Hp, Wp) map of the patch tokens in raster order.
             'cls_token' returns the (B, D) class-token feature.
+        feature_source: which tensor of block i is its output. 'stream': the
+            token stream after the block (the residual stream the next block
+            reads; after ``norm_f`` for the last block when ``final_norm``).
+            'mixer': the block's mixer output alone (before drop path), as
+            the reference's Vim-Ti segmentation run read it.
         final_norm: apply ``norm_f`` to the last block's output. Without it
             there is no ``norm_f`` (an unused parameter would stop
             DistributedDataParallel) and a checkpoint's is ignored.
-        with_cls_token: insert the class token (released models do).
+        with_cls_token: insert the class token (released models do; the
+            reference segmentation backbone dropped it).
         interpolate_mode: how ``pos_embed`` is resized.
         drop_path_rate: stochastic depth, linear over the blocks.
         with_cp: gradient checkpointing per block (saves memory at large
             inputs for one more forward pass per block).
         fuse_directions: one conv and one scan call for both directions.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads a
-            released Vim file or a state dict (head dropped, pos_embed
-            resized); otherwise the reference initialisation.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH, prefix=None)``
+            loads a released Vim file or a state dict through
+            :func:`checkpoint_filter_fn`; otherwise the reference
+            initialisation.
     """
     arch_zoo = {
         'tiny': dict(embed_dims=192, num_layers=24),
@@ -81,6 +170,7 @@ class VisionMamba(BaseModule):
         'base': dict(embed_dims=768, num_layers=24),
     }
     out_types = ('featmap', 'cls_token')
+    feature_sources = ('stream', 'mixer')
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -91,8 +181,10 @@ class VisionMamba(BaseModule):
                  in_channels: int = 3,
                  out_indices: Union[int, Sequence[int]] = -1,
                  out_type: str = 'featmap',
+                 feature_source: str = 'stream',
                  final_norm: bool = True,
                  with_cls_token: bool = True,
+                 pretrain_img_size: Optional[Union[int, Sequence[int]]] = None,
                  interpolate_mode: str = 'bicubic',
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
@@ -107,23 +199,42 @@ class VisionMamba(BaseModule):
         if not {'embed_dims', 'num_layers'} <= set(arch):
             raise ValueError('A custom arch needs embed_dims and num_layers, '
                              f'got {arch}.')
+        _require_positive(
+            embed_dims=arch['embed_dims'], num_layers=arch['num_layers'],
+            patch_size=patch_size, stride=stride, d_state=d_state,
+            in_channels=in_channels)
         if out_type not in self.out_types:
             raise ValueError(f'out_type must be one of {self.out_types}, '
                              f'got {out_type!r}.')
+        if feature_source not in self.feature_sources:
+            raise ValueError('feature_source must be one of '
+                             f'{self.feature_sources}, got {feature_source!r}.')
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True.")
+        if feature_source == 'mixer' and final_norm:
+            raise ValueError(
+                "feature_source='mixer' reads the mixer outputs, which "
+                'norm_f (made for the residual stream) never sees: set '
+                'final_norm=False.')
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError('drop_path_rate must be in [0, 1), got '
+                             f'{drop_path_rate!r}.')
         self.embed_dims = arch['embed_dims']
         self.num_layers = arch['num_layers']
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.stride = stride
         self.out_type = out_type
+        self.feature_source = feature_source
         self.final_norm = final_norm
         self.with_cls_token = with_cls_token
         self.interpolate_mode = interpolate_mode
         self.with_cp = with_cp
         self.out_indices = self._normalise_indices(out_indices)
-        self.patch_grid = self.grid_for(_pair(img_size))
+        self.img_size = _pair(img_size)
+        self.pretrain_img_size = (None if pretrain_img_size is None else
+                                  _pair(pretrain_img_size))
+        self.patch_grid = self.grid_for(self.img_size)
 
         self.patch_embed = PatchEmbed(in_channels, self.embed_dims,
                                       patch_size, stride)
@@ -162,6 +273,38 @@ class VisionMamba(BaseModule):
                 'the image.')
         return tuple((s - self.patch_size) // self.stride + 1 for s in size)
 
+    def no_weight_decay(self) -> Set[str]:
+        """Parameters that take no weight decay (timm's convention): the
+        position embedding, the class token and each block's state-space
+        parameters."""
+        names = {'pos_embed'} | ({'cls_token'} if self.with_cls_token else
+                                 set())
+        return names | {
+            f'layers.{i}.{name}'
+            for i, layer in enumerate(self.layers)
+            for name in layer.no_weight_decay()
+        }
+
+    def get_layer_depth(self, param_name: str,
+                        prefix: str = '') -> Tuple[int, int]:
+        """(depth, number of depths) of a parameter for layer-wise lr decay
+        (mmpretrain's convention).
+
+        The embeddings are depth 0, block i is i + 1, and everything else
+        (``norm_f``, and the neck and heads above the backbone) is the top
+        depth ``num_layers + 1``: ``norm_f`` feeds the new task's neck, so
+        like the head it is not slowed down.
+        """
+        num_depths = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_depths - 1, num_depths
+        name = param_name[len(prefix):]
+        if name.startswith(('patch_embed.', 'pos_embed', 'cls_token')):
+            return 0, num_depths
+        if name.startswith('layers.'):
+            return int(name.split('.')[1]) + 1, num_depths
+        return num_depths - 1, num_depths
+
     @torch.no_grad()
     def _reference_init(self):
         """The reference initialisation (trunc-normal embeddings, LeCun
@@ -192,27 +335,12 @@ class VisionMamba(BaseModule):
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None):
         """Load a released Vim checkpoint (or a state dict) strictly.
 
-        The classifier head (and ``norm_f`` without ``final_norm``) is
-        dropped and ``pos_embed`` resized to this
-        model's grid; any other difference (missing or unexpected keys, wrong
-        shapes) raises with the keys listed rather than loading half a model.
+        The file is adapted by :func:`checkpoint_filter_fn`; any other
+        difference (missing or unexpected keys, wrong shapes) raises with the
+        keys listed rather than loading half a model.
         """
-        state_dict = load_checkpoint_state_dict(checkpoint)
-        if prefix:
-            prefix = prefix if prefix.endswith('.') else prefix + '.'
-            state_dict = {
-                k[len(prefix):]: v
-                for k, v in state_dict.items() if k.startswith(prefix)
-            }
-        unused = ('head.', 'head_dist.') + (() if self.final_norm else
-                                            ('norm_f.', ))
-        state_dict = {
-            k: v
-            for k, v in state_dict.items() if not k.startswith(unused)
-        }
-        if 'pos_embed' in state_dict:
-            state_dict['pos_embed'] = self._adapt_pretrained_pos_embed(
-                state_dict['pos_embed'])
+        state_dict = checkpoint_filter_fn(
+            load_checkpoint_state_dict(checkpoint), self, prefix)
         own = self.state_dict()
         missing = own.keys() - state_dict.keys()
         unexpected = state_dict.keys() - own.keys()
@@ -240,32 +368,22 @@ class VisionMamba(BaseModule):
         MMLogger.get_current_instance().info(
             f'VisionMamba: loaded {len(state_dict)} tensors from {checkpoint}')
 
-    def _adapt_pretrained_pos_embed(self, pos_embed):
-        """Resize a checkpoint's (square-grid) pos_embed to ``patch_grid``."""
-        num_patches = pos_embed.shape[1] - 1  # released files: class token
-        side = math.isqrt(num_patches)
-        if side * side != num_patches:
-            # Not a square pretraining grid: only an exact fit can load.
-            return pos_embed
-        resized = resize_pos_embed(pos_embed, (side, side), self.patch_grid,
-                                   True, self.interpolate_mode)
-        if self.with_cls_token:
-            return resized
-        cls_index = self.patch_grid[0] * self.patch_grid[1] // 2
-        return torch.cat(
-            [resized[:, :cls_index], resized[:, cls_index + 1:]], dim=1)
-
     def _pos_embed_for(self, grid):
         return resize_pos_embed(self.pos_embed, self.patch_grid, grid,
                                 self.with_cls_token, self.interpolate_mode)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(B, C, H, W) images -> one feature per ``out_indices`` entry, in
+        the dtype of the model's weights (float32 under autocast)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f'VisionMamba expects (B, {self.in_channels}, H, W) images, '
                 f'got shape {tuple(x.shape)}.')
+        if x.shape[0] == 0:
+            raise ValueError('VisionMamba got an empty batch (0 images).')
+        dtype = self.pos_embed.dtype
         grid = self.grid_for(x.shape[-2:])
-        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+        tokens = self.patch_embed(x.to(dtype)).flatten(2).transpose(1, 2)
         cls_index = grid[0] * grid[1] // 2
         if self.with_cls_token:
             tokens = torch.cat([
@@ -277,15 +395,16 @@ class VisionMamba(BaseModule):
         outs = []
         for index, layer in enumerate(self.layers):
             if self.with_cp and self.training and stream.requires_grad:
-                stream = cp.checkpoint(layer, stream, use_reentrant=False)
+                stream, hidden = cp.checkpoint(
+                    layer, stream, use_reentrant=False)
             else:
-                stream = layer(stream)
+                stream, hidden = layer(stream)
             if index not in self.out_indices:
                 continue
-            out = stream
+            out = stream if self.feature_source == 'stream' else hidden
             if self.final_norm and index == self.num_layers - 1:
                 out = self.norm_f(out)
-            outs.append(self._format(out, grid, cls_index))
+            outs.append(self._format(out.to(dtype), grid, cls_index))
         return tuple(outs)
 
     def _format(self, tokens, grid, cls_index):

@@ -4,7 +4,12 @@ from torch import nn
 
 class DropPath(nn.Module):
     """Stochastic depth: zero a sample's residual branch with probability
-    ``drop_prob`` during training, rescaling the kept ones."""
+    ``drop_prob`` during training, rescaling the kept ones.
+
+    Ours rather than mmcv's ``mmcv.cnn.bricks.DropPath`` (the same function):
+    the backbone must import with torch and mmengine alone, and neither has
+    one (torchvision's ``StochasticDepth`` would add a dependency).
+    """
 
     def __init__(self, drop_prob: float = 0.):
         super().__init__()
