@@ -2,7 +2,8 @@
 # shrunk to train from scratch on 2 CPU cores in minutes, on the generated
 # toy COCO set (circles, squares, triangles):
 #   python tools/dataset_converters/make_toy_coco.py data/toy_coco
-#   python tools/train.py configs/coco/quickstart_cascade_mask_rcnn_vim_tiny_toy.py
+#   python tools/train.py \
+#       configs/coco/quickstart_cascade_mask_rcnn_vim_tiny_toy.py
 # or all steps, with AP before and after training: tools/demo/quickstart_det.py
 #
 # Same model types, norms (LayerNorm) and losses as the real config; what is
@@ -96,7 +97,7 @@ test_evaluator = val_evaluator
 max_iters = 400
 optim_wrapper = dict(
     optimizer=dict(lr=1e-3, weight_decay=0.05),
-    paramwise_cfg=dict(num_layers=num_layers, layer_decay_rate=1.0))
+    paramwise_cfg=dict(layer_decay_rate=1.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
          end=50),

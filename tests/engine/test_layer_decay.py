@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, DefaultScope
 
-import mmvim.engine  # noqa: F401  registers the constructor
+import mmvim  # noqa: F401  registers the constructor
 from mmvim.models.backbones import VisionMamba
 
 BASE_LR, BASE_WD, DECAY, DEPTH = 1e-4, 0.05, 0.92, 24
@@ -16,10 +16,11 @@ class TinySegmentor(nn.Module):
     """A 24-layer VisionMamba, narrow so that building it is instant, under
     a head with the parameter kinds heads have."""
 
-    def __init__(self):
+    def __init__(self, depth=DEPTH, **backbone):
         super().__init__()
         self.backbone = VisionMamba(
-            arch=dict(embed_dims=8, num_layers=DEPTH), img_size=32)
+            arch=dict(embed_dims=8, num_layers=depth), img_size=32,
+            **backbone)
         self.decode_head = nn.Module()
         self.decode_head.conv_seg = nn.Conv2d(4, 3, 1)
         self.decode_head.bn = nn.BatchNorm2d(4)
@@ -27,10 +28,10 @@ class TinySegmentor(nn.Module):
             torch.zeros(2, 2), requires_grad=False)
 
 
-def build_groups(scope='mmengine', **paramwise):
+def build_groups(scope='mmengine', model=None, **paramwise):
     """Returns {parameter name: (lr scale, weight decay)}."""
     registry = import_module(f'{scope}.registry').OPTIM_WRAPPER_CONSTRUCTORS
-    model = TinySegmentor()
+    model = model or TinySegmentor()
     with DefaultScope.overwrite_default_scope(scope):
         constructor = registry.build(
             dict(
@@ -39,8 +40,7 @@ def build_groups(scope='mmengine', **paramwise):
                     type='OptimWrapper',
                     optimizer=dict(
                         type='AdamW', lr=BASE_LR, weight_decay=BASE_WD)),
-                paramwise_cfg=dict(
-                    num_layers=DEPTH, layer_decay_rate=DECAY, **paramwise)))
+                paramwise_cfg=dict(layer_decay_rate=DECAY, **paramwise)))
     optimizer = constructor(model).optimizer
     names = {id(p): n for n, p in model.named_parameters()}
     groups = {}
@@ -116,3 +116,38 @@ def test_decay_rate_required():
             dict(
                 type='VimLayerDecayOptimWrapperConstructor',
                 optim_wrapper_cfg=dict(optimizer=dict(type='AdamW'))))
+
+
+def test_depth_is_read_from_the_model():
+    groups = build_groups(model=TinySegmentor(depth=6))
+    assert groups['backbone.layers.0.mixer.in_proj.weight'][0] == \
+        pytest.approx(DECAY**6)
+    assert groups['backbone.layers.5.mixer.in_proj.weight'][0] == \
+        pytest.approx(DECAY)
+    assert groups['backbone.pos_embed'][0] == pytest.approx(DECAY**7)
+    # Restating the right depth is accepted, a wrong one is an error.
+    assert build_groups(model=TinySegmentor(depth=6), num_layers=6) == groups
+    with pytest.raises(ValueError, match='num_layers=24 but the model'):
+        build_groups(model=TinySegmentor(depth=6), num_layers=24)
+
+
+def test_decay_free_parameters_come_from_the_model():
+    model = TinySegmentor(with_cls_token=False)
+    model.backbone.no_weight_decay = lambda: {'layers.3.mixer.in_proj.weight'}
+    groups = build_groups(model=model)
+    assert groups['backbone.layers.3.mixer.in_proj.weight'][1] == 0.
+    assert groups['backbone.layers.4.mixer.in_proj.weight'][1] == BASE_WD
+    # Still exempt: what the blocks declare, 1-D parameters and biases.
+    assert groups['backbone.layers.3.mixer.A_log'][1] == 0.
+    # pos_embed is no longer declared: it decays like any matrix.
+    assert groups['backbone.pos_embed'][1] == BASE_WD
+
+
+def test_needs_exactly_one_backbone_that_declares_its_depths():
+    with pytest.raises(ValueError, match='found 0'):
+        build_groups(model=nn.Sequential(nn.Linear(2, 2)))
+    model = TinySegmentor()
+    model.decode_head.second = VisionMamba(arch=dict(embed_dims=8,
+                                                     num_layers=1))
+    with pytest.raises(ValueError, match='found 2'):
+        build_groups(model=model)

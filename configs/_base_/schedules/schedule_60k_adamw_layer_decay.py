@@ -7,10 +7,10 @@ optim_wrapper = dict(
     # The reference constructor matched `blocks.N` while Vim's layers are
     # `layers.N`, so its Mamba layers trained at full lr and pos_embed got
     # weight decay; ours applies the decay it was meant to
-    # (reference_name_bug=True reproduces the reference run).
+    # (reference_name_bug=True reproduces the reference run). The depth
+    # (24 layers for the released models) is read from the backbone.
     constructor='VimLayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(
-        num_layers=24, layer_decay_rate=0.92, reference_name_bug=False))
+    paramwise_cfg=dict(layer_decay_rate=0.92, reference_name_bug=False))
 # Both schedulers start at 0: mmengine multiplies overlapping schedulers, which
 # gives the reference (mmcv 1.x) warm-up exactly: warm-up factor x poly lr.
 param_scheduler = [

@@ -12,9 +12,9 @@ optim_wrapper = dict(
     # Unlike the reference segmentation code (whose rule looked for
     # `blocks.N`, see reference_name_bug), the reference detector decayed the
     # lr of `layers.N` and exempted pos_embed from weight decay, as ours does.
+    # The depth is read from the backbone.
     constructor='VimLayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(
-        num_layers=24, layer_decay_rate=0.837, reference_name_bug=False))
+    paramwise_cfg=dict(layer_decay_rate=0.837, reference_name_bug=False))
 param_scheduler = [
     dict(
         type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,

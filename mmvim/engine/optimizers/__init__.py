@@ -1,4 +1,5 @@
-from .layer_decay_optim_wrapper_constructor import \
-    VimLayerDecayOptimWrapperConstructor
+from .layer_decay_optim_wrapper_constructor import (
+    VimLayerDecayOptimWrapperConstructor,
+)
 
 __all__ = ['VimLayerDecayOptimWrapperConstructor']

@@ -1,53 +1,44 @@
 """Layer-wise learning-rate decay for Vision Mamba backbones.
 
 Fine-tuning a pretrained Vim keeps the early layers close to their ImageNet
-weights by giving layer ``i`` the learning rate ``lr * decay ** (depth - i)``.
-The constructor lives in mmengine's root registry so that segmentation
-(mmseg scope) and detection (mmdet scope) configs both find it.
+weights by giving depth ``d`` the learning rate ``lr * decay ** (top - d)``.
+Which parameter sits at which depth, and which take no weight decay, the
+backbone declares itself (``get_layer_depth()``, ``no_weight_decay()``); the
+constructor only applies it. It lives in mmengine's root registry so that
+segmentation (mmseg scope) and detection (mmdet scope) configs both find it.
 """
-import re
-from typing import List
+from typing import List, Set, Tuple
 
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
-# Vim parameters that must not be pulled towards zero: the position table and
-# the class token are embeddings, and A_log / D (with their backward-direction
-# twins) parameterise the state-space dynamics rather than a projection.
-NO_DECAY_PARAM_NAMES = frozenset(
-    {'pos_embed', 'cls_token', 'A_log', 'A_b_log', 'D', 'D_b'})
-EMBEDDING_PREFIXES = ('backbone.patch_embed.', 'backbone.pos_embed',
-                      'backbone.cls_token')
-
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class VimLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """Groups parameters by Vim depth and by whether they take weight decay.
+    """Groups parameters by backbone depth and by whether they take weight
+    decay.
+
+    The model must hold exactly one module with ``get_layer_depth(name,
+    prefix)`` returning ``(depth, number of depths)`` (``VisionMamba`` does);
+    the number of layers comes from it. Parameters outside that module (neck,
+    heads) are at the top depth, lr scale 1. Without weight decay: 1-D
+    parameters (norm weights), biases, and every name a module's
+    ``no_weight_decay()`` lists (relative to that module).
 
     ``paramwise_cfg`` keys:
 
-    - ``layer_decay_rate`` (float, required): per-layer lr multiplier.
-    - ``num_layers`` (int, default 24): number of Mamba layers.
+    - ``layer_decay_rate`` (float, required): per-depth lr multiplier.
     - ``reference_name_bug`` (bool, default False): reproduce the public
       reference code's constructor, which looked for ``backbone.blocks.N``
       while Vim names its layers ``backbone.layers.N``, and compared full
       parameter names against ``'pos_embed'`` / ``'cls_token'``. With it, all
       Mamba layers train at the full lr and pos_embed, cls_token, A_log and
-      A_b_log receive weight decay; only patch_embed, pos_embed and cls_token
-      are slowed down. Use it to compare against the reference numbers.
-
-    Depth ids: patch_embed, pos_embed, cls_token -> 0; ``backbone.layers.N``
-    -> N + 1; everything else -> num_layers + 1, i.e. lr scale 1. The final
-    ``backbone.norm_f`` sits in that last group: it normalises the output of
-    the deepest layer for the new task's neck and head, so like the head (and
-    like the final norm in BEiT/ViTDet-style decay) it is not slowed down.
-    The lr of depth ``d`` is scaled by
-    ``layer_decay_rate ** (num_layers + 1 - d)``.
-
-    Without weight decay: 1-D parameters (norm weights, ``D``, ``D_b``),
-    biases, and ``pos_embed``, ``cls_token``, ``A_log``, ``A_b_log``.
+      A_b_log receive weight decay; only the embeddings (depth 0) are slowed
+      down. Use it to compare against the reference numbers.
+    - ``num_layers`` (int, optional): checked against the model's depth,
+      which is what is used; a config that restates it wrongly is an error.
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
@@ -60,23 +51,37 @@ class VimLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def add_params(self, params: List[dict], module: nn.Module,
                    **kwargs) -> None:
         decay_rate = self.paramwise_cfg['layer_decay_rate']
-        num_layers = self.paramwise_cfg.get('num_layers', 24)
         reproduce_bug = self.paramwise_cfg.get('reference_name_bug', False)
-        layer_name = 'blocks' if reproduce_bug else 'layers'
-        layer_pattern = re.compile(rf'^backbone\.{layer_name}\.(\d+)\.')
+        prefix, backbone = self._layered_module(module)
+        trainable = [(name, param) for name, param in module.named_parameters()
+                     if param.requires_grad]
+        depths = {
+            name: backbone.get_layer_depth(name, prefix)
+            for name, _ in trainable
+        }
+        num_depths = max(total for _, total in depths.values())
+        stated = self.paramwise_cfg.get('num_layers')
+        if stated is not None and stated != num_depths - 2:
+            raise ValueError(
+                f'paramwise_cfg.num_layers={stated} but the model '
+                f'({type(backbone).__name__} at {prefix!r}) has '
+                f'{num_depths - 2} layers; remove num_layers, the depth is '
+                'read from the model.')
+        no_decay = set() if reproduce_bug else self._no_weight_decay(module)
 
         groups = {}
-        for name, param in module.named_parameters():
-            if not param.requires_grad:
-                continue
-            depth = self._depth(name, layer_pattern, num_layers)
-            decays = self._takes_weight_decay(name, param, reproduce_bug)
+        for name, param in trainable:
+            depth = depths[name][0]
+            if reproduce_bug and depth > 0:
+                depth = num_depths - 1
+            decays = not (param.ndim <= 1 or name.endswith('.bias')
+                          or name in no_decay)
             key = (depth, decays)
             if key not in groups:
                 groups[key] = dict(
                     params=[],
                     param_names=[],
-                    lr=self.base_lr * decay_rate**(num_layers + 1 - depth))
+                    lr=self.base_lr * decay_rate**(num_depths - 1 - depth))
                 if not decays:
                     groups[key]['weight_decay'] = 0.
                 elif self.base_wd is not None:
@@ -92,20 +97,29 @@ class VimLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         params.extend(groups[key] for key in sorted(groups))
 
     @staticmethod
-    def _depth(name: str, layer_pattern: re.Pattern, num_layers: int) -> int:
-        if name.startswith(EMBEDDING_PREFIXES):
-            return 0
-        match = layer_pattern.match(name)
-        if match:
-            return int(match.group(1)) + 1
-        return num_layers + 1
+    def _layered_module(model: nn.Module) -> Tuple[str, nn.Module]:
+        """The one submodule that declares its layer depths, and its name
+        prefix (``'backbone.'`` in a segmentor or a detector)."""
+        found = [(name, sub) for name, sub in model.named_modules()
+                 if callable(getattr(sub, 'get_layer_depth', None))]
+        if len(found) != 1:
+            names = [name or '(the model)' for name, _ in found]
+            raise ValueError(
+                'Layer-wise lr decay needs exactly one module that declares '
+                'get_layer_depth() (a VisionMamba backbone); found '
+                f'{len(found)}: {names}.')
+        name, sub = found[0]
+        return (name + '.' if name else ''), sub
 
     @staticmethod
-    def _takes_weight_decay(name: str, param: nn.Parameter,
-                            reproduce_bug: bool) -> bool:
-        if param.ndim <= 1 or name.endswith('.bias'):
-            return False
-        # The reference compared the full name ('backbone.pos_embed') with
-        # bare names, so its exemption list never matched.
-        return reproduce_bug or name.rsplit(
-            '.', 1)[-1] not in NO_DECAY_PARAM_NAMES
+    def _no_weight_decay(model: nn.Module) -> Set[str]:
+        """Full names of the parameters that modules declare decay-free."""
+        names = set()
+        for prefix, sub in model.named_modules():
+            declared = getattr(sub, 'no_weight_decay', None)
+            if callable(declared):
+                names |= {
+                    f'{prefix}.{name}' if prefix else name
+                    for name in declared()
+                }
+        return names
