@@ -130,7 +130,8 @@ class VisionMamba(BaseModule):
     kept apart.
 
     Args:
-        arch: 'tiny' | 'small' | 'base' or dict(embed_dims=..., num_layers=...).
+        arch: 'tiny' | 'small' | 'base', or a dict of embed_dims and
+            num_layers.
         img_size: input size the stored ``pos_embed`` is for; pretrained
             embeddings are resized to it on loading.
         pretrain_img_size: input size a pretrained checkpoint's ``pos_embed``
@@ -207,8 +208,9 @@ class VisionMamba(BaseModule):
             raise ValueError(f'out_type must be one of {self.out_types}, '
                              f'got {out_type!r}.')
         if feature_source not in self.feature_sources:
-            raise ValueError('feature_source must be one of '
-                             f'{self.feature_sources}, got {feature_source!r}.')
+            raise ValueError(
+                f'feature_source must be one of {self.feature_sources}, '
+                f'got {feature_source!r}.')
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True.")
         if feature_source == 'mixer' and final_norm:

@@ -6,5 +6,6 @@ from .rms_norm import RMSNorm
 from .vim_block import VimBlock
 
 __all__ = [
-    'BiMambaMixer', 'DropPath', 'LayerNorm2d', 'RMSNorm', 'VimBlock', 'resize_pos_embed'
+    'BiMambaMixer', 'DropPath', 'LayerNorm2d', 'RMSNorm', 'VimBlock',
+    'resize_pos_embed'
 ]
