@@ -39,8 +39,11 @@ def resize_pos_embed(pos_embed: torch.Tensor,
         patches = pos_embed
     dims = patches.shape[-1]
     image = patches.reshape(1, *src_grid, dims).permute(0, 3, 1, 2)
+    # align_corners only exists for the interpolating modes (not 'nearest').
+    corners = {} if mode in ('nearest', 'nearest-exact', 'area') else dict(
+        align_corners=False)
     image = F.interpolate(image.float(), size=dst_grid, mode=mode,
-                          align_corners=False).to(pos_embed.dtype)
+                          **corners).to(pos_embed.dtype)
     patches = image.permute(0, 2, 3, 1).reshape(1, -1, dims)
     if not with_cls_token:
         return patches
