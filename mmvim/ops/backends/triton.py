@@ -1,0 +1,43 @@
+"""The ``triton`` backend: mmvim's Triton selective scan (nothing to
+compile at install), with the portable causal conv1d (cuDNN on a GPU).
+
+It runs on CUDA tensors, and on CPU tensors in Triton's interpreter
+(``TRITON_INTERPRET=1``, set before this module is imported), which is how
+CI tests it.
+"""
+import torch
+
+from ..portable_conv import causal_conv1d_silu_torch as causal_conv1d_silu
+from ..triton import interpreting, selective_scan_triton
+
+
+def check() -> None:
+    """Raise with the reason the kernels cannot launch here."""
+    if interpreting():
+        return
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            'no CUDA GPU is visible to torch (Triton launches need one; '
+            'TRITON_INTERPRET=1 runs the kernels slowly on the CPU)')
+    import triton
+    try:
+        triton.runtime.driver.active.get_current_target()
+    except Exception as error:  # noqa: BLE001 - driver errors vary
+        raise RuntimeError(f'triton finds no GPU driver: {error}') from error
+
+
+def selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias,
+                                 delta_softplus)
+
+
+def bidirectional_selective_scan(u, delta, A, B, C, D, z, delta_bias,
+                                 delta_softplus):
+    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias,
+                                 delta_softplus, bidirectional=True)
+
+
+__all__ = [
+    'check', 'selective_scan', 'bidirectional_selective_scan',
+    'causal_conv1d_silu'
+]
