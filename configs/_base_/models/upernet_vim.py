@@ -29,15 +29,17 @@ model = dict(
         stride=16,
         # Features: the residual stream after these blocks (what the next
         # block reads), as in the reference Vim-S run; its Vim-Ti run took
-        # each block's mixer output alone.
+        # each block's mixer output alone (feature_source='mixer').
         out_indices=(5, 11, 17, 23),
         out_type='featmap',
+        feature_source='stream',
         # The reference uses the blocks' outputs without the final RMSNorm.
         final_norm=False,
-        # The reference seg backbone drops the class token (and misplaces the
-        # pos_embed rows of the middle-class-token checkpoints, see
-        # docs/segmentation.md); we keep it where pre-training put it, so the
-        # blocks see the sequence they were trained on.
+        # The reference seg backbone drops the class token (with_cls_token=
+        # False; it also misplaced the pos_embed rows of the middle-class-token
+        # checkpoints, see docs/segmentation.md); we keep it where
+        # pre-training put it, so the blocks see the sequence they were
+        # trained on.
         with_cls_token=True,
         drop_path_rate=0.1),
     neck=dict(

@@ -172,6 +172,7 @@ class VisionMamba(BaseModule):
     }
     out_types = ('featmap', 'cls_token')
     feature_sources = ('stream', 'mixer')
+    interpolate_modes = ('bicubic', 'bilinear', 'nearest', 'area')
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -211,6 +212,10 @@ class VisionMamba(BaseModule):
             raise ValueError(
                 f'feature_source must be one of {self.feature_sources}, '
                 f'got {feature_source!r}.')
+        if interpolate_mode not in self.interpolate_modes:
+            raise ValueError(
+                f'interpolate_mode must be one of {self.interpolate_modes}, '
+                f'got {interpolate_mode!r}.')
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True.")
         if feature_source == 'mixer' and final_norm:

@@ -197,6 +197,7 @@ def test_bad_inputs_are_clear_errors(tiny_vim):
     (dict(drop_path_rate=1.0), 'drop_path_rate must be in'),
     (dict(out_type='tokens'), 'out_type must be one of'),
     (dict(feature_source='norm'), 'feature_source must be one of'),
+    (dict(interpolate_mode='cubic'), 'interpolate_mode must be one of'),
     (dict(feature_source='mixer'), 'set final_norm=False'),
     (dict(out_type='cls_token', with_cls_token=False),
      'needs with_cls_token=True'),
