@@ -1,13 +1,71 @@
-from .backend import (BACKEND_CHOICES, BACKEND_ENV, get_backend,
-                      requested_backend, set_backend)
-from .cpu_allocator import reuse_freed_cpu_memory
-from .mamba_ops import causal_conv1d_silu, selective_scan
-from .portable_scan import (selective_scan_sequential,
-                                   selective_scan_torch)
+"""Mamba ops for the Vim mixer, behind one registry of backends.
+
+Built-in backends, in the order ``auto`` tries them:
+
+========== ============ ==================================================
+name       tensors      what
+========== ============ ==================================================
+cuda       CUDA         mamba-ssm / causal-conv1d kernels (nvcc-built)
+triton     CUDA         mmvim's Triton kernels (planned; see the issue)
+cpu        CPU          mmvim's compiled C++ kernel (built at install)
+torch      any          mmvim's portable chunked scan (pure PyTorch)
+sequential any          the plain token loop (tests, baseline; never auto)
+========== ============ ==================================================
+
+A new backend is one :func:`register_backend` call and one module in
+:mod:`mmvim.ops.backends`; the mixer does not change.
+"""
+import os
+
+from .mamba_ops import (bidirectional_selective_scan, causal_conv1d_silu,
+                        check_scan_arguments, selective_scan)
+from .portable_scan import selective_scan_sequential, selective_scan_torch
+from .registry import (BACKEND_ENV, Backend, BackendStatus, auto_order,
+                       backend_names, get_backend, list_backends,
+                       register_backend, requested_backend, set_backend,
+                       use_backend)
+
+
+def _triton_device_types():
+    # Triton's interpreter runs the kernels on CPU tensors (that is how CI
+    # tests them); auto never picks it there.
+    interpreted = os.environ.get('TRITON_INTERPRET', '0') == '1'
+    return ('cuda', 'cpu') if interpreted else ('cuda', )
+
+
+register_backend(
+    Backend('cuda', 'mmvim.ops.backends.cuda',
+            "mamba-ssm's and causal-conv1d's CUDA kernels",
+            fix='Install them with `pip install --no-build-isolation -r '
+            'requirements/cuda.txt` on a machine with nvcc',
+            device_types=('cuda', ), auto_rank={'cuda': 0}))
+register_backend(
+    Backend('triton', 'mmvim.ops.backends.triton',
+            "mmvim's Triton kernels (no nvcc needed)",
+            fix='Install triton (`pip install -e .[triton]`; every CUDA '
+            'wheel of torch ships it) and run on an NVIDIA GPU, or set '
+            'TRITON_INTERPRET=1 to interpret it on the CPU',
+            device_types=_triton_device_types, auto_rank={'cuda': 1}))
+register_backend(
+    Backend('cpu', 'mmvim.ops.backends.cpu',
+            "mmvim's compiled C++ kernel for CPUs",
+            fix='Build it: `pip install --no-build-isolation -e .` (or '
+            '`make install`) with a C++ compiler, MMVIM_WITH_CPU_OPS unset',
+            device_types=('cpu', ), auto_rank={'cpu': 0}))
+register_backend(
+    Backend('torch', 'mmvim.ops.backends.portable',
+            "mmvim's portable chunked scan in PyTorch",
+            fix='It needs only torch', auto_rank={'default': 9}))
+register_backend(
+    Backend('sequential', 'mmvim.ops.backends.sequential',
+            'the plain token-by-token loop (reference semantics; slow)',
+            fix='It needs only torch'))
 
 __all__ = [
-    'BACKEND_CHOICES', 'BACKEND_ENV', 'get_backend', 'requested_backend',
-    'set_backend', 'causal_conv1d_silu', 'reuse_freed_cpu_memory',
-    'selective_scan',
-    'selective_scan_sequential', 'selective_scan_torch'
+    'BACKEND_ENV', 'Backend', 'BackendStatus', 'auto_order', 'backend_names',
+    'bidirectional_selective_scan', 'causal_conv1d_silu',
+    'check_scan_arguments', 'get_backend', 'list_backends',
+    'register_backend', 'requested_backend',
+    'selective_scan', 'selective_scan_sequential', 'selective_scan_torch',
+    'set_backend', 'use_backend'
 ]

@@ -1,15 +1,61 @@
-"""The ops the Vim mixer calls, dispatched to kernels or portable code.
+"""The ops the Vim mixer calls: argument checks, then the chosen backend.
 
-Every call asks :func:`mmvim.ops.backend.backend_for` which implementation
-runs for its tensors; nothing else in mmvim imports mamba-ssm.
+Every call checks its arguments the same way whatever runs it (a kernel would
+otherwise read out of bounds or silently ignore extra entries), then asks
+:func:`mmvim.ops.registry.resolve` which backend runs for its tensors.
 """
 from typing import Optional
 
 import torch
 
-from .backend import backend_for, load_cuda_kernels
-from .portable_conv import causal_conv1d_silu_torch
-from .portable_scan import selective_scan_torch
+from .registry import resolve
+
+
+def _shape_error(name: str, tensor: torch.Tensor, expected: str):
+    return ValueError(f'selective_scan: {name} has shape '
+                      f'{tuple(tensor.shape)}, expected {expected}.')
+
+
+def check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
+                         bidirectional: bool = False) -> None:
+    """Raise a ValueError naming the argument whose shape does not fit."""
+    if u.dim() != 3 or 0 in u.shape:
+        raise _shape_error('u', u, '(batch, channels, length), none empty')
+    batch, channels, length = u.shape
+    if delta.shape != u.shape:
+        raise _shape_error('delta', delta, f'u\'s {tuple(u.shape)}')
+    if A.dim() != 2 or A.shape[0] != channels or A.shape[1] == 0:
+        raise _shape_error('A', A, f'({channels}, d_state > 0)')
+    state = A.shape[1]
+    if B.dim() == 3:
+        groups = 1
+        expected = f'({batch}, {state}, {length}) or (batch, groups, ' \
+                   f'{state}, {length})'
+    elif B.dim() == 4:
+        groups = B.shape[1]
+        expected = f'({batch}, groups dividing {channels}, {state}, {length})'
+    else:
+        raise _shape_error('B', B, f'({batch}, [groups,] {state}, {length})')
+    if (B.shape[0], *B.shape[-2:]) != (batch, state, length) or groups == 0 \
+            or channels % groups:
+        raise _shape_error('B', B, expected)
+    if C.shape != B.shape:
+        raise _shape_error('C', C, f'B\'s {tuple(B.shape)}')
+    for name, vector in (('D', D), ('delta_bias', delta_bias)):
+        if vector is not None and tuple(vector.shape) != (channels, ):
+            raise _shape_error(name, vector, f'({channels},)')
+    if bidirectional:
+        if groups % 2:
+            raise _shape_error(
+                'B', B, '(batch, groups, d_state, length) with an even '
+                'number of groups: the first half scans forwards, the '
+                'second half backwards')
+        z_shape = (batch, channels // 2, length)
+        if z is not None and tuple(z.shape) != z_shape:
+            raise _shape_error('z', z, f'{z_shape}, one gate shared by '
+                               'both directions')
+    elif z is not None and z.shape != u.shape:
+        raise _shape_error('z', z, f'u\'s {tuple(u.shape)}')
 
 
 def selective_scan(u: torch.Tensor,
@@ -22,19 +68,62 @@ def selective_scan(u: torch.Tensor,
                    delta_bias: Optional[torch.Tensor] = None,
                    delta_softplus: bool = False) -> torch.Tensor:
     """``y = scan(u) * silu(z)`` with mamba-ssm's ``selective_scan_fn``
-    arguments (see :func:`selective_scan_torch` for the shapes)."""
-    if backend_for(u.device) == 'cuda':
-        kernels, _ = load_cuda_kernels()
-        return kernels.selective_scan_fn(u, delta, A, B, C, D, z, delta_bias,
-                                         delta_softplus)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias,
-                                delta_softplus)
+    arguments.
+
+    u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l), or (b, g, n, l) with
+    the d channels split into g groups that share B and C; D, delta_bias:
+    (d,). The state is float32 (float64 for float64 inputs) whatever the
+    input dtype; returns (b, d, l) in u's dtype.
+    """
+    check_scan_arguments(u, delta, A, B, C, D, z, delta_bias)
+    _, backend = resolve(u.device)
+    return backend.selective_scan(u, delta, A, B, C, D, z, delta_bias,
+                                  delta_softplus)
 
 
-def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor,
-                       bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Causal depthwise conv1d + SiLU; x (b, d, l), weight (d, k)."""
-    if backend_for(x.device) == 'cuda':
-        kernels, _ = load_cuda_kernels()
-        return kernels.causal_conv1d_fn(x, weight, bias, activation='silu')
-    return causal_conv1d_silu_torch(x, weight, bias)
+def bidirectional_selective_scan(u: torch.Tensor,
+                                 delta: torch.Tensor,
+                                 A: torch.Tensor,
+                                 B: torch.Tensor,
+                                 C: torch.Tensor,
+                                 D: Optional[torch.Tensor] = None,
+                                 z: Optional[torch.Tensor] = None,
+                                 delta_bias: Optional[torch.Tensor] = None,
+                                 delta_softplus: bool = False
+                                 ) -> torch.Tensor:
+    """Both directions of a Vim layer in one call, nothing flipped.
+
+    As :func:`selective_scan` with B, C grouped (b, g, n, l), g even: the
+    channels of the first g/2 groups scan from the first token to the last,
+    those of the others from the last to the first, each output at its
+    token's own position. z (b, d/2, l) gates both halves: the reference
+    flips z with x, so in token order both directions see the same gate.
+    Returns (b, d, l).
+    """
+    check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
+                         bidirectional=True)
+    _, backend = resolve(u.device)
+    return backend.bidirectional_selective_scan(u, delta, A, B, C, D, z,
+                                                delta_bias, delta_softplus)
+
+
+def causal_conv1d_silu(x: torch.Tensor,
+                       weight: torch.Tensor,
+                       bias: Optional[torch.Tensor] = None,
+                       reverse: bool = False) -> torch.Tensor:
+    """Depthwise conv1d + SiLU over x (b, d, l) with weight (d, k).
+
+    Causal: output t sees inputs t-k+1..t. ``reverse``: the conv of the
+    flipped sequence, in token order (output t sees t..t+k-1), which is what
+    the backward direction of a Vim layer computes.
+    """
+    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(
+            f'causal_conv1d_silu: x {tuple(x.shape)} and weight '
+            f'{tuple(weight.shape)} must be (batch, channels, length) and '
+            '(channels, width).')
+    if bias is not None and tuple(bias.shape) != (x.shape[1], ):
+        raise ValueError(f'causal_conv1d_silu: bias has shape '
+                         f'{tuple(bias.shape)}, expected ({x.shape[1]},).')
+    _, backend = resolve(x.device)
+    return backend.causal_conv1d_silu(x, weight, bias, reverse)

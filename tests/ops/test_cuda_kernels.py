@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from mmvim import ops
-from mmvim.ops.backend import load_cuda_kernels
+from mmvim.ops.registry import load_backend
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU'),
-    pytest.mark.skipif(load_cuda_kernels()[0] is None,
+    pytest.mark.skipif(load_backend('cuda')[0] is None,
                        reason='needs mamba-ssm and causal-conv1d'),
 ]
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmvim.ops import causal_conv1d_silu, selective_scan
+from mmvim.ops import (bidirectional_selective_scan, causal_conv1d_silu,
+                       selective_scan)
 
 # Attribute suffix of each direction's own parameters, as the released
 # checkpoints name them: conv1d / conv1d_b, A_log / A_b_log, D / D_b, ...
@@ -17,16 +18,19 @@ class BiMambaMixer(nn.Module):
 
     ``in_proj`` and ``out_proj`` are shared; each direction has its own
     depthwise conv, ``x_proj``, ``dt_proj``, ``A_log`` and ``D``. The backward
-    direction scans the flipped x and z; the two outputs are averaged.
+    direction scans x and z from the last token to the first; the two
+    outputs are averaged.
 
     Args:
         embed_dims: token width D.
         d_state: SSM state size N.
         d_conv: causal conv kernel size.
         expand: inner width = expand * D.
-        fuse_directions: run both directions through one conv and one scan
-            call (channels stacked, the scan's B/C grouped per direction)
-            instead of one call each; same result, half the kernel launches.
+        fuse_directions: run both directions through one scan call
+            (:func:`mmvim.ops.bidirectional_selective_scan`: channels
+            stacked, B/C grouped per direction, the backward direction read
+            in reverse) instead of the reference's flip-scan-flip per
+            direction; same result, half the launches, no flipped copies.
     """
 
     def __init__(self,
@@ -86,48 +90,67 @@ class BiMambaMixer(nn.Module):
             dt_proj.bias.zero_()
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
-    def _scan(self, x, z, suffixes):
-        """Conv, projections and scan of the directions in ``suffixes``,
-        whose inputs are stacked along the channels of x and z (b, k*d, l)."""
-        convs = [getattr(self, f'conv1d{s}') for s in suffixes]
-        u = causal_conv1d_silu(x, torch.cat([c.weight[:, 0] for c in convs]),
-                               torch.cat([c.bias for c in convs]))
-        deltas, Bs, Cs = [], [], []
-        for u_dir, suffix in zip(u.chunk(len(suffixes), dim=1), suffixes):
-            x_dbl = F.linear(u_dir.transpose(1, 2),
-                             getattr(self, f'x_proj{suffix}').weight)
-            dt, B, C = x_dbl.split(
-                [self.dt_rank, self.d_state, self.d_state], dim=-1)
-            deltas.append(
-                F.linear(dt, getattr(self, f'dt_proj{suffix}').weight))
-            Bs.append(B.transpose(1, 2))
-            Cs.append(C.transpose(1, 2))
-        params = {
-            name: torch.cat([getattr(self, name.format(s)) for s in suffixes])
-            for name in ('A{}_log', 'D{}')
-        }
+    def _project(self, u, suffix):
+        """delta (b, l, d) and B, C (b, n, l) of one direction from its conv
+        output u (b, d, l)."""
+        x_dbl = F.linear(u.transpose(1, 2),
+                         getattr(self, f'x_proj{suffix}').weight)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state],
+                               dim=-1)
+        delta = F.linear(dt, getattr(self, f'dt_proj{suffix}').weight)
+        return delta, B.transpose(1, 2), C.transpose(1, 2)
+
+    def _ssm_parameters(self, suffixes):
+        """A, D and the dt bias of the directions in ``suffixes``, stacked
+        along the channels, in float32 as the scan takes them."""
+        A_log = torch.cat([getattr(self, f'A{s}_log') for s in suffixes])
+        D = torch.cat([getattr(self, f'D{s}') for s in suffixes])
         dt_bias = torch.cat(
             [getattr(self, f'dt_proj{s}').bias for s in suffixes])
-        return selective_scan(
+        return -torch.exp(A_log.float()), D.float(), dt_bias.float()
+
+    def _scan_one_direction(self, x, z, suffix):
+        """The reference's path for one direction: conv, projections, scan
+        of x (b, d, l) in its own token order."""
+        conv = getattr(self, f'conv1d{suffix}')
+        u = causal_conv1d_silu(x, conv.weight[:, 0], conv.bias)
+        delta, B, C = self._project(u, suffix)
+        A, D, dt_bias = self._ssm_parameters([suffix])
+        return selective_scan(u, delta.transpose(1, 2), A, B.contiguous(),
+                              C.contiguous(), D, z, dt_bias,
+                              delta_softplus=True)
+
+    def _scan_both_directions(self, x, z):
+        """Both directions in one scan call, nothing flipped: the backward
+        direction's conv looks ahead (``reverse``) and the scan walks its
+        channels from the last token to the first."""
+        convs = [getattr(self, f'conv1d{s}') for s in DIRECTIONS]
+        u = torch.cat([
+            causal_conv1d_silu(x, conv.weight[:, 0], conv.bias,
+                               reverse=bool(suffix))
+            for conv, suffix in zip(convs, DIRECTIONS)
+        ], dim=1)
+        projected = [
+            self._project(u_dir, suffix)
+            for u_dir, suffix in zip(u.chunk(2, dim=1), DIRECTIONS)
+        ]
+        deltas, Bs, Cs = zip(*projected)
+        A, D, dt_bias = self._ssm_parameters(DIRECTIONS)
+        y = bidirectional_selective_scan(
             u,
-            torch.cat(deltas, dim=-1).transpose(1, 2),
-            -torch.exp(params['A{}_log'].float()),
+            torch.cat(deltas, dim=-1).transpose(1, 2), A,
             torch.stack(Bs, dim=1).contiguous(),
-            torch.stack(Cs, dim=1).contiguous(),
-            params['D{}'].float(),
-            z,
-            dt_bias.float(),
+            torch.stack(Cs, dim=1).contiguous(), D, z, dt_bias,
             delta_softplus=True)
+        return y.chunk(2, dim=1)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (b, l, D) -> (b, l, D)."""
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
         if self.fuse_directions:
-            y = self._scan(
-                torch.cat([x, x.flip(-1)], dim=1),
-                torch.cat([z, z.flip(-1)], dim=1), DIRECTIONS)
-            y_fwd, y_bwd = y.chunk(2, dim=1)
+            y_fwd, y_bwd = self._scan_both_directions(x, z)
         else:
-            y_fwd = self._scan(x, z, DIRECTIONS[:1])
-            y_bwd = self._scan(x.flip(-1), z.flip(-1), DIRECTIONS[1:])
-        return self.out_proj(((y_fwd + y_bwd.flip(-1)) / 2).transpose(1, 2))
+            y_fwd = self._scan_one_direction(x, z, DIRECTIONS[0])
+            y_bwd = self._scan_one_direction(x.flip(-1), z.flip(-1),
+                                             DIRECTIONS[1]).flip(-1)
+        return self.out_proj(((y_fwd + y_bwd) / 2).transpose(1, 2))

@@ -5,6 +5,8 @@ It runs on CUDA tensors, and on CPU tensors in Triton's interpreter
 (``TRITON_INTERPRET=1``, set before this module is imported), which is how
 CI tests it.
 """
+import os
+
 import torch
 
 from ..portable_conv import causal_conv1d_silu_torch as causal_conv1d_silu
@@ -15,6 +17,11 @@ def check() -> None:
     """Raise with the reason the kernels cannot launch here."""
     if interpreting():
         return
+    if os.environ.get('TRITON_INTERPRET', '0') == '1':
+        raise RuntimeError(
+            'TRITON_INTERPRET=1 was set after mmvim\'s Triton kernels were '
+            'defined, so they are compiled for a GPU: set it before the '
+            'first use of the triton backend')
     if not torch.cuda.is_available():
         raise RuntimeError(
             'no CUDA GPU is visible to torch (Triton launches need one; '

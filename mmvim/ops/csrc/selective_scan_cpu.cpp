@@ -1,0 +1,491 @@
+// mmvim's selective scan for CPUs: forward and backward, both directions of a
+// Vim layer in one call.
+//
+// Per (batch, channel) row the state h (d_state floats) is updated token by
+// token:  h_t = exp(dt_t A) * h_{t-1} + dt_t u_t B_t,  y_t = <C_t, h_t> + D u_t,
+// gated by silu(z_t). Rows are independent: they are spread over threads, and
+// inside a row the state update is vectorised over d_state (the loops over n
+// below are written for the compiler's auto-vectoriser: built with -O3 and the
+// installing machine's instruction set, they become AVX-512, AVX2 or NEON code).
+// The per-token scalars (softplus, the silu gate) are computed for a chunk of
+// tokens at a time, vectorised over the tokens.
+//
+// Rows from `reverse_from` on scan from the last token to the first: the index
+// is mirrored, nothing is copied. The forward saves the state at the start of
+// every chunk of kChunk tokens; the backward recomputes each chunk's states
+// from there (kChunk x d_state floats, in L1) and walks it backwards, so no
+// (batch, channels, length, d_state) tensor ever exists.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace mmvim {
+namespace {
+
+constexpr int64_t kChunk = 64;
+// Channels of one backward task: each task sums its channels' dB and dC in a
+// buffer of its own, summed over tasks in a fixed order afterwards, so the
+// result does not depend on the number of threads.
+constexpr int64_t kBackwardBlock = 32;
+constexpr double kLog2e = 1.4426950408889634;
+
+// Transcendentals in a form the vectoriser handles. float: exp2 by range
+// reduction to [-0.5, 0.5] and a degree-6 polynomial fitted here for relative
+// error (2e-9 before rounding, i.e. within an ulp of exp2f). Inputs are
+// clamped to [-115, 126]: 2^-115 keeps every factor a normal number (x86
+// processes subnormals up to a hundred times slower) and changes no result
+// representable next to the state it decays (below 1e-34 of it).
+template <typename acc_t>
+struct Math;
+
+template <>
+struct Math<float> {
+  static inline float exp2(float x) {
+    x = std::min(std::max(x, -115.f), 126.f);
+    const float k = __builtin_rintf(x);
+    const float f = x - k;
+    float p = 1.53375851e-04f;
+    p = p * f + 1.33998699e-03f;
+    p = p * f + 9.61851959e-03f;
+    p = p * f + 5.55032897e-02f;
+    p = p * f + 2.40226466e-01f;
+    p = p * f + 6.93147206e-01f;
+    p = p * f + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+  }
+  static inline float exp(float x) { return exp2(x * float(kLog2e)); }
+  // log(1 + y) for y in [0, 1] as 2 atanh(y / (2 + y)): no cancellation for
+  // small y, series error below 2e-8 relative.
+  static inline float log1p01(float y) {
+    const float s = y / (2.f + y);
+    const float s2 = s * s;
+    float p = 1.f / 13.f;
+    p = p * s2 + 1.f / 11.f;
+    p = p * s2 + 1.f / 9.f;
+    p = p * s2 + 1.f / 7.f;
+    p = p * s2 + 1.f / 5.f;
+    p = p * s2 + 1.f / 3.f;
+    p = p * s2 + 1.f;
+    return 2.f * s * p;
+  }
+};
+
+template <>
+struct Math<double> {
+  static inline double exp2(double x) { return std::exp2(x); }
+  static inline double exp(double x) { return std::exp(x); }
+  static inline double log1p01(double y) { return std::log1p(y); }
+};
+
+template <typename acc_t>
+inline acc_t softplus(acc_t x) {
+  // max(x, 0) + log(1 + exp(-|x|)): overflow-free, exact for large |x|.
+  return std::max(x, acc_t(0)) + Math<acc_t>::log1p01(Math<acc_t>::exp(-std::abs(x)));
+}
+
+template <typename acc_t>
+inline acc_t sigmoid(acc_t x) {
+  return acc_t(1) / (acc_t(1) + Math<acc_t>::exp(-x));
+}
+
+// A (batch, channels, length) tensor read through its strides.
+template <typename scalar_t>
+struct Rows {
+  const scalar_t* data = nullptr;
+  int64_t batch_stride = 0, channel_stride = 0, token_stride = 0;
+  int64_t channels = 0;  // z may have half the channels: row c reads c % channels
+
+  Rows() = default;
+  explicit Rows(const at::Tensor& t)
+      : data(t.data_ptr<scalar_t>()),
+        batch_stride(t.stride(0)),
+        channel_stride(t.stride(1)),
+        token_stride(t.stride(2)),
+        channels(t.size(1)) {}
+  const scalar_t* row(int64_t b, int64_t c) const {
+    return data + b * batch_stride + (c % channels) * channel_stride;
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+struct ScanInputs {
+  Rows<scalar_t> u, delta, z;
+  const acc_t *A, *Bt, *Ct, *D, *bias;  // D, bias may be null
+  bool softplus, has_z;
+  int64_t batch, channels, length, n_state, groups, reverse_from, num_chunks;
+
+  int64_t token(int64_t step, int64_t c) const {
+    return c >= reverse_from ? length - 1 - step : step;
+  }
+  int64_t group(int64_t c) const { return c / (channels / groups); }
+  const acc_t* Bt_of(int64_t b, int64_t c) const {
+    return Bt + (b * groups + group(c)) * length * n_state;
+  }
+  const acc_t* Ct_of(int64_t b, int64_t c) const {
+    return Ct + (b * groups + group(c)) * length * n_state;
+  }
+};
+
+// The per-token scalars of one chunk of a row, in step order.
+template <typename acc_t>
+struct ChunkScalars {
+  std::vector<acc_t> u, pre, dt, du, z;
+  explicit ChunkScalars() : u(kChunk), pre(kChunk), dt(kChunk), du(kChunk), z(kChunk) {}
+
+  template <typename scalar_t>
+  void load(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, int64_t first,
+            int64_t len) {
+    const scalar_t* u_row = in.u.row(b, c);
+    const scalar_t* delta_row = in.delta.row(b, c);
+    const acc_t bias = in.bias ? in.bias[c] : acc_t(0);
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t t = in.token(first + j, c);
+      u[j] = static_cast<acc_t>(u_row[t * in.u.token_stride]);
+      pre[j] = static_cast<acc_t>(delta_row[t * in.delta.token_stride]) + bias;
+    }
+    if (in.has_z) {
+      const scalar_t* z_row = in.z.row(b, c);
+      for (int64_t j = 0; j < len; ++j)
+        z[j] = static_cast<acc_t>(z_row[in.token(first + j, c) * in.z.token_stride]);
+    }
+    acc_t* __restrict dt_ = dt.data();
+    acc_t* __restrict du_ = du.data();
+    const acc_t* __restrict pre_ = pre.data();
+    const acc_t* __restrict u_ = u.data();
+    if (in.softplus) {
+      for (int64_t j = 0; j < len; ++j) dt_[j] = softplus(pre_[j]);
+    } else {
+      for (int64_t j = 0; j < len; ++j) dt_[j] = pre_[j];
+    }
+    for (int64_t j = 0; j < len; ++j) du_[j] = dt_[j] * u_[j];
+  }
+};
+
+// Forward of one row; kN is d_state when known at compile time (0: runtime).
+template <typename scalar_t, typename acc_t, int kN>
+void forward_row(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, scalar_t* out,
+                 acc_t* states, ChunkScalars<acc_t>& s, std::vector<acc_t>& work) {
+  const int64_t N = kN ? kN : in.n_state;
+  const int64_t L = in.length;
+  work.assign(2 * N, acc_t(0));
+  acc_t* __restrict h = work.data();
+  acc_t* __restrict A2 = work.data() + N;
+  for (int64_t n = 0; n < N; ++n) A2[n] = in.A[c * N + n] * acc_t(kLog2e);
+  const acc_t* Bt = in.Bt_of(b, c);
+  const acc_t* Ct = in.Ct_of(b, c);
+  const acc_t D = in.D ? in.D[c] : acc_t(0);
+  scalar_t* out_row = out + (b * in.channels + c) * L;
+  acc_t y[kChunk];
+  for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk) {
+    const int64_t first = chunk * kChunk;
+    const int64_t len = std::min(kChunk, L - first);
+    if (states) {
+      std::copy(h, h + N, states + ((b * in.channels + c) * in.num_chunks + chunk) * N);
+    }
+    s.load(in, b, c, first, len);
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t t = in.token(first + j, c);
+      const acc_t* __restrict Bj = Bt + t * N;
+      const acc_t* __restrict Cj = Ct + t * N;
+      const acc_t dt = s.dt[j], du = s.du[j];
+      acc_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t n = 0; n < N; ++n) {
+        h[n] = Math<acc_t>::exp2(dt * A2[n]) * h[n] + du * Bj[n];
+        acc += h[n] * Cj[n];
+      }
+      y[j] = acc + D * s.u[j];
+    }
+    if (in.has_z) {
+      for (int64_t j = 0; j < len; ++j) y[j] *= s.z[j] * sigmoid(s.z[j]);
+    }
+    for (int64_t j = 0; j < len; ++j) out_row[in.token(first + j, c)] = static_cast<scalar_t>(y[j]);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+struct ScanGrads {
+  Rows<scalar_t> grad_y;
+  scalar_t *grad_u, *grad_delta, *grad_z;  // (b, d, l) contiguous; grad_z may be null
+  acc_t *grad_A, *grad_D, *grad_bias;      // (b, d, n), (b, d), (b, d); D, bias may be null
+  acc_t *grad_Bt_blocks, *grad_Ct_blocks;  // (b, g, blocks per group, l, n)
+};
+
+// Backward of one row, accumulating dB and dC into its task's buffers.
+template <typename scalar_t, typename acc_t, int kN>
+void backward_row(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_t, acc_t>& gr,
+                  const acc_t* states, int64_t b, int64_t c, acc_t* grad_Bt, acc_t* grad_Ct,
+                  ChunkScalars<acc_t>& s, std::vector<acc_t>& work) {
+  const int64_t N = kN ? kN : in.n_state;
+  const int64_t L = in.length;
+  work.assign(4 * N + 2 * kChunk * N, acc_t(0));
+  acc_t* __restrict carry = work.data();  // a_{t+1} lambda_{t+1}
+  acc_t* __restrict A = carry + N;
+  acc_t* __restrict A2 = A + N;
+  acc_t* __restrict grad_A = A2 + N;
+  acc_t* __restrict decays = grad_A + N;        // (kChunk, N)
+  acc_t* __restrict hs = decays + kChunk * N;   // (kChunk, N)
+  for (int64_t n = 0; n < N; ++n) {
+    A[n] = in.A[c * N + n];
+    A2[n] = A[n] * acc_t(kLog2e);
+  }
+  const acc_t* Bt = in.Bt_of(b, c);
+  const acc_t* Ct = in.Ct_of(b, c);
+  const acc_t D = in.D ? in.D[c] : acc_t(0);
+  const int64_t row = b * in.channels + c;
+  const scalar_t* grad_y_row = gr.grad_y.row(b, c);
+  acc_t y[kChunk], g[kChunk], grad_z[kChunk], dsoftplus[kChunk];
+  acc_t grad_D = 0, grad_bias = 0;
+  for (int64_t chunk = in.num_chunks - 1; chunk >= 0; --chunk) {
+    const int64_t first = chunk * kChunk;
+    const int64_t len = std::min(kChunk, L - first);
+    const acc_t* __restrict h0 = states + (row * in.num_chunks + chunk) * N;
+    s.load(in, b, c, first, len);
+    // Recompute the chunk's decays and states from its saved start state.
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t t = in.token(first + j, c);
+      const acc_t* __restrict Bj = Bt + t * N;
+      const acc_t* __restrict Cj = Ct + t * N;
+      const acc_t* __restrict prev = j ? hs + (j - 1) * N : h0;
+      acc_t* __restrict a = decays + j * N;
+      acc_t* __restrict h = hs + j * N;
+      const acc_t dt = s.dt[j], du = s.du[j];
+      acc_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t n = 0; n < N; ++n) {
+        a[n] = Math<acc_t>::exp2(dt * A2[n]);
+        h[n] = a[n] * prev[n] + du * Bj[n];
+        acc += h[n] * Cj[n];
+      }
+      y[j] = acc + D * s.u[j];
+    }
+    // g = dL/d(scan output); the gate's own gradient.
+    for (int64_t j = 0; j < len; ++j)
+      g[j] = static_cast<acc_t>(grad_y_row[in.token(first + j, c) * gr.grad_y.token_stride]);
+    if (in.has_z) {
+      for (int64_t j = 0; j < len; ++j) {
+        const acc_t z = s.z[j], sig = sigmoid(z);
+        grad_z[j] = g[j] * y[j] * sig * (acc_t(1) + z * (acc_t(1) - sig));
+        g[j] *= z * sig;
+      }
+    }
+    if (in.softplus) {
+      for (int64_t j = 0; j < len; ++j) dsoftplus[j] = sigmoid(s.pre[j]);
+    }
+    // Walk the chunk backwards: lambda_t = g_t C_t + a_{t+1} lambda_{t+1}.
+    for (int64_t j = len - 1; j >= 0; --j) {
+      const int64_t t = in.token(first + j, c);
+      const acc_t* __restrict Bj = Bt + t * N;
+      const acc_t* __restrict Cj = Ct + t * N;
+      acc_t* __restrict dBj = grad_Bt + t * N;
+      acc_t* __restrict dCj = grad_Ct + t * N;
+      const acc_t* __restrict prev = j ? hs + (j - 1) * N : h0;
+      const acc_t* __restrict a = decays + j * N;
+      const acc_t* __restrict h = hs + j * N;
+      const acc_t dt = s.dt[j], du = s.du[j], gj = g[j];
+      acc_t lambda_B = 0, grad_dtA = 0;
+#pragma omp simd reduction(+ : lambda_B, grad_dtA)
+      for (int64_t n = 0; n < N; ++n) {
+        const acc_t lambda = gj * Cj[n] + carry[n];
+        const acc_t w = lambda * a[n] * prev[n];  // dL/d(dt A_n)
+        grad_A[n] += w * dt;
+        grad_dtA += w * A[n];
+        lambda_B += lambda * Bj[n];
+        dBj[n] += lambda * du;
+        dCj[n] += gj * h[n];
+        carry[n] = a[n] * lambda;
+      }
+      const acc_t grad_dt = grad_dtA + lambda_B * s.u[j];
+      const acc_t grad_pre = in.softplus ? grad_dt * dsoftplus[j] : grad_dt;
+      grad_D += gj * s.u[j];
+      grad_bias += grad_pre;
+      gr.grad_u[row * L + t] = static_cast<scalar_t>(dt * lambda_B + D * gj);
+      gr.grad_delta[row * L + t] = static_cast<scalar_t>(grad_pre);
+      if (gr.grad_z) gr.grad_z[row * L + t] = static_cast<scalar_t>(grad_z[j]);
+    }
+  }
+  std::copy(grad_A, grad_A + N, gr.grad_A + row * N);
+  if (gr.grad_D) gr.grad_D[row] = grad_D;
+  if (gr.grad_bias) gr.grad_bias[row] = grad_bias;
+}
+
+template <typename scalar_t, typename acc_t>
+ScanInputs<scalar_t, acc_t> make_inputs(const at::Tensor& u, const at::Tensor& delta,
+                                        const at::Tensor& A, const at::Tensor& Bt,
+                                        const at::Tensor& Ct, const c10::optional<at::Tensor>& D,
+                                        const c10::optional<at::Tensor>& z,
+                                        const c10::optional<at::Tensor>& bias, bool softplus,
+                                        int64_t reverse_from) {
+  ScanInputs<scalar_t, acc_t> in;
+  in.u = Rows<scalar_t>(u);
+  in.delta = Rows<scalar_t>(delta);
+  in.has_z = z.has_value() && z->defined();
+  if (in.has_z) in.z = Rows<scalar_t>(*z);
+  in.A = A.data_ptr<acc_t>();
+  in.Bt = Bt.data_ptr<acc_t>();
+  in.Ct = Ct.data_ptr<acc_t>();
+  in.D = D.has_value() && D->defined() ? D->data_ptr<acc_t>() : nullptr;
+  in.bias = bias.has_value() && bias->defined() ? bias->data_ptr<acc_t>() : nullptr;
+  in.softplus = softplus;
+  in.batch = u.size(0);
+  in.channels = u.size(1);
+  in.length = u.size(2);
+  in.n_state = A.size(1);
+  in.groups = Bt.size(1);
+  in.reverse_from = reverse_from;
+  in.num_chunks = (in.length + kChunk - 1) / kChunk;
+  return in;
+}
+
+template <typename scalar_t, typename acc_t, int kN>
+void forward_all(const ScanInputs<scalar_t, acc_t>& in, scalar_t* out, acc_t* states) {
+  at::parallel_for(0, in.batch * in.channels, 1, [&](int64_t begin, int64_t end) {
+    ChunkScalars<acc_t> scalars;
+    std::vector<acc_t> work;
+    for (int64_t r = begin; r < end; ++r)
+      forward_row<scalar_t, acc_t, kN>(in, r / in.channels, r % in.channels, out, states,
+                                       scalars, work);
+  });
+}
+
+template <typename scalar_t, typename acc_t, int kN>
+void backward_all(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_t, acc_t>& gr,
+                  const acc_t* states) {
+  const int64_t per_group = in.channels / in.groups;
+  const int64_t blocks = (per_group + kBackwardBlock - 1) / kBackwardBlock;
+  const int64_t LN = in.length * in.n_state;
+  at::parallel_for(0, in.batch * in.groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    ChunkScalars<acc_t> scalars;
+    std::vector<acc_t> work;
+    for (int64_t task = begin; task < end; ++task) {
+      // task = (b * groups + group) * blocks + block: its own slot of the buffers.
+      const int64_t block = task % blocks;
+      const int64_t bg = task / blocks;
+      const int64_t b = bg / in.groups;
+      const int64_t first = (bg % in.groups) * per_group + block * kBackwardBlock;
+      const int64_t last = std::min(first + kBackwardBlock, (bg % in.groups + 1) * per_group);
+      for (int64_t c = first; c < last; ++c)
+        backward_row<scalar_t, acc_t, kN>(in, gr, states, b, c, gr.grad_Bt_blocks + task * LN,
+                                          gr.grad_Ct_blocks + task * LN, scalars, work);
+    }
+  });
+}
+
+void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "mmvim cpu scan: ", name, " must be a CPU tensor");
+}
+
+}  // namespace
+
+// Returns (y, states): y (b, d, l) in u's dtype; states (b, d, chunks, n) in
+// the compute dtype, empty unless save_states.
+std::vector<at::Tensor> selective_scan_forward(const at::Tensor& u, const at::Tensor& delta,
+                                               const at::Tensor& A, const at::Tensor& Bt,
+                                               const at::Tensor& Ct,
+                                               const c10::optional<at::Tensor>& D,
+                                               const c10::optional<at::Tensor>& z,
+                                               const c10::optional<at::Tensor>& bias,
+                                               bool softplus, int64_t reverse_from,
+                                               bool save_states) {
+  check_cpu(u, "u");
+  auto out = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor states;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "mmvim_scan_fwd", [&] {
+    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+    auto in = make_inputs<scalar_t, acc_t>(u, delta, A, Bt, Ct, D, z, bias, softplus,
+                                           reverse_from);
+    states = save_states ? at::empty({in.batch, in.channels, in.num_chunks, in.n_state},
+                                     A.options())
+                         : at::empty({0}, A.options());
+    acc_t* states_ptr = save_states ? states.data_ptr<acc_t>() : nullptr;
+    if (in.n_state == 16)
+      forward_all<scalar_t, acc_t, 16>(in, out.data_ptr<scalar_t>(), states_ptr);
+    else
+      forward_all<scalar_t, acc_t, 0>(in, out.data_ptr<scalar_t>(), states_ptr);
+  });
+  return {out, states};
+}
+
+// Returns grad_u, grad_delta (b, d, l) and grad_z (b, d, l) or empty, in u's
+// dtype; grad_A (b, d, n), grad_Bt, grad_Ct (b, g, l, n), grad_D, grad_bias
+// (b, d) or empty, in the compute dtype: the caller sums over the batch.
+std::vector<at::Tensor> selective_scan_backward(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& Bt,
+    const at::Tensor& Ct, const c10::optional<at::Tensor>& D,
+    const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias, bool softplus,
+    int64_t reverse_from, const at::Tensor& states, const at::Tensor& grad_y) {
+  check_cpu(u, "u");
+  const auto contiguous = u.options().memory_format(at::MemoryFormat::Contiguous);
+  auto grad_u = at::empty(u.sizes(), contiguous);
+  auto grad_delta = at::empty(u.sizes(), contiguous);
+  const bool has_z = z.has_value() && z->defined();
+  auto grad_z = has_z ? at::empty(u.sizes(), contiguous) : at::Tensor();
+  const int64_t batch = u.size(0), channels = u.size(1), groups = Bt.size(1);
+  const int64_t blocks = ((channels / groups) + kBackwardBlock - 1) / kBackwardBlock;
+  auto grad_A = at::empty({batch, channels, A.size(1)}, A.options());
+  const bool has_D = D.has_value() && D->defined();
+  const bool has_bias = bias.has_value() && bias->defined();
+  auto grad_D = has_D ? at::empty({batch, channels}, A.options()) : at::Tensor();
+  auto grad_bias = has_bias ? at::empty({batch, channels}, A.options()) : at::Tensor();
+  auto grad_Bt_blocks = at::zeros({batch, groups, blocks, u.size(2), A.size(1)}, A.options());
+  auto grad_Ct_blocks = at::zeros_like(grad_Bt_blocks);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "mmvim_scan_bwd", [&] {
+    using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+    auto in = make_inputs<scalar_t, acc_t>(u, delta, A, Bt, Ct, D, z, bias, softplus,
+                                           reverse_from);
+    ScanGrads<scalar_t, acc_t> gr;
+    gr.grad_y = Rows<scalar_t>(grad_y);
+    gr.grad_u = grad_u.data_ptr<scalar_t>();
+    gr.grad_delta = grad_delta.data_ptr<scalar_t>();
+    gr.grad_z = has_z ? grad_z.data_ptr<scalar_t>() : nullptr;
+    gr.grad_A = grad_A.data_ptr<acc_t>();
+    gr.grad_D = has_D ? grad_D.data_ptr<acc_t>() : nullptr;
+    gr.grad_bias = has_bias ? grad_bias.data_ptr<acc_t>() : nullptr;
+    gr.grad_Bt_blocks = grad_Bt_blocks.data_ptr<acc_t>();
+    gr.grad_Ct_blocks = grad_Ct_blocks.data_ptr<acc_t>();
+    if (in.n_state == 16)
+      backward_all<scalar_t, acc_t, 16>(in, gr, states.data_ptr<acc_t>());
+    else
+      backward_all<scalar_t, acc_t, 0>(in, gr, states.data_ptr<acc_t>());
+  });
+  // Sum the blocks' buffers in block order: deterministic.
+  return {grad_u, grad_delta, grad_z, grad_A, grad_Bt_blocks.sum(2), grad_Ct_blocks.sum(2),
+          grad_D, grad_bias};
+}
+
+// The instruction sets this build was compiled for, so that Python can refuse
+// to run it on a CPU without them instead of crashing.
+std::vector<std::string> compiled_isa() {
+  std::vector<std::string> isa;
+#ifdef __AVX512F__
+  isa.push_back("avx512f");
+#endif
+#ifdef __AVX2__
+  isa.push_back("avx2");
+#endif
+#ifdef __FMA__
+  isa.push_back("fma");
+#endif
+#ifdef __ARM_NEON
+  isa.push_back("neon");
+#endif
+  return isa;
+}
+
+}  // namespace mmvim
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mmvim's selective scan for CPUs";
+  m.def("selective_scan_forward", &mmvim::selective_scan_forward);
+  m.def("selective_scan_backward", &mmvim::selective_scan_backward);
+  m.def("compiled_isa", &mmvim::compiled_isa);
+}
