@@ -1,7 +1,10 @@
 """mmvim: Vision Mamba (Vim) for MMSegmentation and MMDetection.
 
-Importing mmvim registers its modules in mmengine's root registries, so
-``type='VisionMamba'`` builds from mmseg's, mmdet's or mmengine's MODELS.
+Importing mmvim registers its models, ops and the layer-decay optimizer
+constructor in mmengine's root registries, so ``type='VisionMamba'`` builds
+from mmseg's, mmdet's or mmengine's MODELS. It needs torch and mmengine
+only; what the tools need around the Runner is in :mod:`mmvim.runtime`,
+which is imported by the tools, not here.
 """
 from . import engine, models, ops  # noqa: F401 - register the modules
 from .version import __version__

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from mmvim.engine import build_runner, load_config
+from mmvim.runtime import build_runner, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / 'configs/coco/quickstart_cascade_mask_rcnn_vim_tiny_toy.py'

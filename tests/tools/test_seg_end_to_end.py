@@ -9,7 +9,7 @@ import pytest
 from mmengine.hooks import Hook
 from PIL import Image
 
-from mmvim.engine import build_runner, load_config
+from mmvim.runtime import build_runner, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / 'configs/ade20k/quickstart_upernet_vim_tiny_toy.py'

@@ -383,7 +383,7 @@ def measure(task: Dict) -> Dict:
     if task['threads']:
         torch.set_num_threads(task['threads'])
     if task.get('reuse_freed_cpu_memory') and device.type == 'cpu':
-        from mmvim.ops import reuse_freed_cpu_memory
+        from mmvim.runtime import reuse_freed_cpu_memory
         reuse_freed_cpu_memory()
     row = dict(status='ok', note='', threads=torch.get_num_threads(),
                memory_kind='cuda_max_allocated'
@@ -769,7 +769,7 @@ def parse_args(argv=None):
         '--reuse-freed-cpu-memory',
         action='store_true',
         help='CPU: let glibc keep freed memory for reuse '
-        '(mmvim.ops.reuse_freed_cpu_memory, as tools/train.py does on a '
+        '(mmvim.runtime.reuse_freed_cpu_memory, as tools/train.py does on a '
         'CPU); default: glibc as configured')
     parser.add_argument('--timeout', type=float, default=1800,
                         help='seconds per measurement, model build included')

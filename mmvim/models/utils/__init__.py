@@ -1,3 +1,8 @@
-from .checkpoint import load_checkpoint_state_dict
+from .checkpoint import (
+    RELEASED_VIM_GLOBALS,
+    load_checkpoint_state_dict,
+    safe_torch_load,
+)
 
-__all__ = ['load_checkpoint_state_dict']
+__all__ = ['RELEASED_VIM_GLOBALS', 'load_checkpoint_state_dict',
+           'safe_torch_load']

@@ -2,13 +2,14 @@
 
 The failures they catch would otherwise surface late and badly: a missing
 dataset as a stack trace deep inside a dataloader worker, a missing backbone
-checkpoint only after the datasets are built, a reused work directory as
-silently overwritten checkpoints.
+checkpoint only after the datasets are built, an empty image folder as
+``need at least one array to concatenate``, a zero-byte image as an OpenCV
+assertion without the file's name. (Checkpoints a run could overwrite are
+checked by :mod:`mmvim.runtime.checkpoint_plan`.)
 """
+import os
 import os.path as osp
-import re
-from glob import glob
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 MMSEG_DATA_DOCS = ('https://mmsegmentation.readthedocs.io/en/latest/'
                    'user_guides/2_dataset_prepare.html')
@@ -38,7 +39,6 @@ RELEASED_CHECKPOINTS = {
     for size, accuracy in (('tiny', '76p1'), ('small', '80p5'),
                            ('base', '81p9'))
 }
-CHECKPOINT_STEP = re.compile(r'(?:iter|epoch)_(\d+)\.pth$')
 
 
 class RunSetupError(RuntimeError):
@@ -69,11 +69,43 @@ def _expected_paths(dataset: dict) -> Iterator[str]:
             yield osp.join(root, prefix)
 
 
+def _unusable_files(dataset: dict) -> Iterator[str]:
+    """Problems of the dataset's existing folders and annotation file: an
+    image folder without files, zero-byte files (a failed download or
+    copy), which the loaders report without naming them."""
+    root = dataset.get('data_root') or ''
+    ann_file = dataset.get('ann_file')
+    if ann_file and '://' not in root:
+        path = osp.join(root, ann_file)
+        if osp.isfile(path) and osp.getsize(path) == 0:
+            yield f'{osp.abspath(path)} is empty (0 bytes).'
+    for prefix in (dataset.get('data_prefix') or {}).values():
+        folder = osp.join(root, prefix) if isinstance(prefix, str) else ''
+        if not prefix or '://' in folder or not osp.isdir(folder):
+            continue
+        files, empty = 0, []
+        for directory, _, names in os.walk(folder):
+            for name in names:
+                files += 1
+                if osp.getsize(osp.join(directory, name)) == 0:
+                    empty.append(osp.join(directory, name))
+        if not files:
+            yield f'{osp.abspath(folder)} holds no files.'
+        elif empty:
+            more = f' and {len(empty) - 3} more' if len(empty) > 3 else ''
+            yield (f'{len(empty)} empty (0-byte) files in '
+                   f'{osp.abspath(folder)}: '
+                   f'{", ".join(map(osp.basename, empty[:3]))}{more}; '
+                   'download or copy them again.')
+
+
 def check_datasets_exist(cfg, dataloader_keys: Sequence[str]) -> None:
     """Raises RunSetupError naming each missing dataset path of the listed
-    dataloaders (e.g. 'train_dataloader') and how to get the data."""
+    dataloaders (e.g. 'train_dataloader') and how to get the data, and each
+    folder without files or with zero-byte files."""
     missing: Dict[str, List[str]] = {}  # path -> dataloaders needing it
     sources: Dict[str, str] = {}
+    unusable: Dict[str, List[str]] = {}  # problem -> dataloaders
     for key in dataloader_keys:
         loader = cfg.get(key)
         if not loader:
@@ -83,6 +115,8 @@ def check_datasets_exist(cfg, dataloader_keys: Sequence[str]) -> None:
                          if path and '://' not in path
                          and not osp.exists(path)), None)
             if path is None:
+                for problem in _unusable_files(dataset):
+                    unusable.setdefault(problem, []).append(key)
                 continue
             path = osp.abspath(path)
             missing.setdefault(path, []).append(key)
@@ -100,6 +134,10 @@ def check_datasets_exist(cfg, dataloader_keys: Sequence[str]) -> None:
             'dataset not found. Paths are relative to the current directory;'
             ' data elsewhere: --cfg-options <dataloader>.dataset.data_root='
             'PATH\n' + '\n'.join(lines))
+    if unusable:
+        raise RunSetupError('dataset unusable:\n' + '\n'.join(
+            f'{problem} (needed by {", ".join(keys)})'
+            for problem, keys in unusable.items()))
 
 
 def _pretrained_checkpoints(node, key: str) -> Iterator[Tuple[str, str]]:
@@ -133,42 +171,3 @@ def check_pretrained_exist(cfg) -> None:
             'current directory; to train from scratch instead, set the '
             'init_cfg to None (e.g. --cfg-options '
             'model.backbone.init_cfg=None).\n' + '\n'.join(lines))
-
-
-def _step(checkpoint: str) -> Optional[int]:
-    match = CHECKPOINT_STEP.search(osp.basename(checkpoint))
-    return int(match.group(1)) if match else None
-
-
-def check_checkpoints_kept(work_dir: str, resume) -> None:
-    """Refuses a run that could overwrite checkpoints already in work_dir.
-
-    mmengine puts logs in a fresh timestamped folder but saves checkpoints
-    as ``work_dir/iter_N.pth``, so a new run in a used work directory would
-    replace the earlier run's files. Continuing the latest checkpoint is
-    safe (``resume='auto'`` or its path): every later save has a higher step.
-
-    Args:
-        work_dir: where the run will save checkpoints.
-        resume: None/False for a fresh run, 'auto' or True to continue the
-            latest checkpoint in work_dir, or a checkpoint path.
-    """
-    existing = sorted(glob(osp.join(work_dir, '*.pth')))
-    if not existing:
-        return
-    steps = [step for step in map(_step, existing) if step is not None]
-    latest_step = max(steps, default=None)
-    if resume in ('auto', True):
-        if osp.exists(osp.join(work_dir, 'last_checkpoint')):
-            return
-    elif resume:
-        resume_step = _step(resume)
-        if resume_step is not None and (latest_step is None
-                                        or resume_step >= latest_step):
-            return
-    names = ', '.join(osp.basename(path) for path in existing[:5])
-    raise RunSetupError(
-        f'{work_dir} already holds checkpoints ({names}'
-        f'{", ..." if len(existing) > 5 else ""}) that this run could '
-        'overwrite. Continue that run with --resume (its latest checkpoint) '
-        'or start a new one with another --work-dir.')

@@ -1,10 +1,10 @@
-"""The pre-run checks: missing datasets, missing pretrained checkpoints and
-checkpoints a run could overwrite."""
+"""The pre-run checks: missing or unusable datasets and missing pretrained
+checkpoints."""
 import pytest
 from mmengine.config import Config
 
-from mmvim.engine import (RunSetupError, check_checkpoints_kept,
-                          check_datasets_exist, check_pretrained_exist)
+from mmvim.runtime import (RunSetupError, check_datasets_exist,
+                           check_pretrained_exist)
 
 
 def ade_like_cfg(data_root):
@@ -37,6 +37,8 @@ def test_missing_subfolder_is_reported(tmp_path):
     with pytest.raises(RunSetupError, match='annotations/training'):
         check_datasets_exist(ade_like_cfg(tmp_path), ('train_dataloader', ))
     (tmp_path / 'annotations/training').mkdir(parents=True)
+    (tmp_path / 'images/training/a.jpg').write_bytes(b'jpeg')
+    (tmp_path / 'annotations/training/a.png').write_bytes(b'png')
     check_datasets_exist(ade_like_cfg(tmp_path), ('train_dataloader', ))
 
 
@@ -52,21 +54,39 @@ def test_coco_hint(tmp_path):
         check_datasets_exist(cfg, ('test_dataloader', ))
 
 
-def test_checkpoint_overwrite_guard(tmp_path):
-    check_checkpoints_kept(str(tmp_path), None)  # empty work dir
-    (tmp_path / 'iter_4.pth').touch()
-    (tmp_path / 'iter_8.pth').touch()
-    with pytest.raises(RunSetupError, match='iter_4.pth'):
-        check_checkpoints_kept(str(tmp_path), None)
-    # resuming an older checkpoint would rewrite iter_8.pth
-    with pytest.raises(RunSetupError):
-        check_checkpoints_kept(str(tmp_path), str(tmp_path / 'iter_4.pth'))
-    check_checkpoints_kept(str(tmp_path), str(tmp_path / 'iter_8.pth'))
-    # 'auto' resumes the latest only if mmengine can find it
-    with pytest.raises(RunSetupError):
-        check_checkpoints_kept(str(tmp_path), 'auto')
-    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_8.pth'))
-    check_checkpoints_kept(str(tmp_path), 'auto')
+def test_empty_folders_and_zero_byte_files_are_named(tmp_path):
+    images, labels = tmp_path / 'images/training', tmp_path / (
+        'annotations/training')
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    with pytest.raises(RunSetupError) as error:
+        check_datasets_exist(ade_like_cfg(tmp_path), ('train_dataloader', ))
+    assert f'{images} holds no files' in str(error.value)
+    assert f'{labels} holds no files' in str(error.value)
+
+    (images / 'a.jpg').write_bytes(b'jpeg')
+    (images / 'b.jpg').touch()  # an interrupted download
+    (labels / 'a.png').write_bytes(b'png')
+    (labels / 'b.png').write_bytes(b'png')
+    with pytest.raises(RunSetupError, match=r'1 empty \(0-byte\) files in '
+                       f'{images}: b.jpg'):
+        check_datasets_exist(ade_like_cfg(tmp_path), ('train_dataloader', ))
+    (images / 'b.jpg').write_bytes(b'jpeg')
+    check_datasets_exist(ade_like_cfg(tmp_path), ('train_dataloader', ))
+
+
+def test_empty_annotation_file_is_named(tmp_path):
+    (tmp_path / 'annotations').mkdir()
+    (tmp_path / 'annotations/instances_val2017.json').touch()
+    cfg = Config(
+        dict(
+            test_dataloader=dict(
+                dataset=dict(
+                    type='CocoDataset',
+                    data_root=str(tmp_path),
+                    ann_file='annotations/instances_val2017.json'))))
+    with pytest.raises(RunSetupError, match='instances_val2017.json is empty'):
+        check_datasets_exist(cfg, ('test_dataloader', ))
 
 
 def test_missing_pretrained_checkpoint_names_key_and_download(tmp_path):

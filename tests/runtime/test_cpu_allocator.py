@@ -10,7 +10,8 @@ import pytest
 # kept for reuse.
 FAULTS_OF_REPEATED_SCANS = '''
 import resource, sys, torch
-from mmvim.ops import reuse_freed_cpu_memory, selective_scan_torch
+from mmvim.ops import selective_scan_torch
+from mmvim.runtime import reuse_freed_cpu_memory
 if sys.argv[1] == 'reuse':
     assert reuse_freed_cpu_memory()
 torch.set_num_threads(1)

@@ -11,9 +11,10 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmvim.ops import reuse_freed_cpu_memory
-
-from .checkpoint_safety import allow_mmengine_checkpoints
+from .atomic_files import use_atomic_local_writes
+from .checkpoint_loading import (CheckpointFormatHook,
+                                 use_safe_checkpoint_loaders)
+from .cpu_allocator import reuse_freed_cpu_memory
 from .cpu_distributed import init_cpu_distributed
 
 
@@ -36,15 +37,28 @@ def load_config(config_path: str,
     return cfg
 
 
+def prepare_process() -> None:
+    """What every tool sets up before it loads or saves a checkpoint:
+    weights-only loading through every mmengine loader, and atomic local
+    writes that never replace another run's files."""
+    use_safe_checkpoint_loaders()
+    use_atomic_local_writes()
+
+
 def build_runner(cfg: Config) -> Runner:
-    """Builds the Runner (or the config's ``runner_type``) after the steps
-    torch >= 2.6 and CPU-only hosts need."""
-    allow_mmengine_checkpoints()
+    """Builds the Runner (or the config's ``runner_type``) after
+    :func:`prepare_process` and the steps CPU-only hosts need, with
+    :class:`CheckpointFormatHook` (plain-data checkpoints, loaded weights
+    that must fit)."""
+    prepare_process()
     init_cpu_distributed(cfg)
     if not torch.cuda.is_available():
         # The portable scan's temporaries, reused instead of page-faulted in
         # again: a Vim-Ti training step ran about 1.4x faster on a CPU.
         reuse_freed_cpu_memory()
     if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    runner.register_hook(CheckpointFormatHook())
+    return runner

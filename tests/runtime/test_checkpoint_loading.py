@@ -1,0 +1,192 @@
+"""What the tools load: weights only, plain data, weights that fit."""
+import itertools
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.logging import HistoryBuffer
+from mmengine.model import BaseModel
+from mmengine.runner import CheckpointLoader, Runner
+from mmengine.runner.checkpoint import _load_checkpoint
+from torch.utils.data import Dataset
+
+from mmvim.runtime import (CheckpointFormatHook, CheckpointMismatchError,
+                           check_weights_fit, load_checkpoint_file,
+                           prepare_process)
+from mmvim.runtime.checkpoint_loading import MMENGINE_SCHEMES
+
+
+class TinyRegressor(BaseModel):
+
+    def __init__(self, width=2):
+        super().__init__()
+        self.linear = nn.Linear(width, 1)
+        self.norm = nn.BatchNorm1d(1)
+
+    def forward(self, inputs, targets, mode='tensor'):
+        prediction = self.norm(self.linear(torch.stack(inputs))).squeeze(-1)
+        if mode == 'loss':
+            return dict(loss=((prediction - torch.stack(targets))**2).mean())
+        return prediction
+
+
+class TinyData(Dataset):
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        generator = torch.Generator().manual_seed(index)
+        inputs = torch.randn(2, generator=generator)
+        return dict(inputs=inputs, targets=inputs.sum())
+
+
+RUNNER_NUMBERS = itertools.count()
+
+
+def tiny_runner(work_dir, max_iters, model=None, with_mmvim_hook=True,
+                **kwargs):
+    runner = Runner(
+        # its own message hub even if another runner starts the same second
+        experiment_name=f'tiny_runner_{next(RUNNER_NUMBERS)}',
+        model=model or TinyRegressor(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=TinyData(),
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            batch_size=2),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+        param_scheduler=dict(type='LinearLR', by_epoch=False, end=2),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2,
+                            by_epoch=False)),
+        randomness=dict(seed=0),
+        **kwargs)
+    if with_mmvim_hook:
+        runner.register_hook(CheckpointFormatHook())
+    return runner
+
+
+@pytest.fixture(autouse=True)
+def safe_process():
+    prepare_process()
+
+
+class ShellCommand:
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )
+
+
+def test_checkpoints_are_plain_data_and_resume(tmp_path):
+    tiny_runner(tmp_path, max_iters=2).train()
+    checkpoint = tmp_path / 'iter_2.pth'
+    # torch's own defaults read it: no allow-list, nothing but data
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(
+        checkpoint) == []
+    loaded = torch.load(checkpoint, weights_only=True)
+    assert loaded['meta']['iter'] == 2
+    assert len(loaded['message_hub']['log_scalars']['train/lr']
+               ['log_history']) == 2
+
+    runner = tiny_runner(
+        tmp_path, max_iters=4, resume=True, load_from=str(checkpoint))
+    runner.train()
+    assert runner.iter == 4
+    # the message hub came back as HistoryBuffers with their statistics
+    lr_history = runner.message_hub.get_scalar('train/lr')
+    assert isinstance(lr_history, HistoryBuffer)
+    assert len(lr_history.data[0]) == 4
+    assert lr_history.mean() > 0
+
+
+def test_older_mmengine_checkpoints_load_without_touching_the_class(
+        tmp_path, monkeypatch):
+    tiny_runner(tmp_path, max_iters=2, with_mmvim_hook=False).train()
+    legacy = torch.load(tmp_path / 'iter_2.pth', weights_only=False)
+    buffer = legacy['message_hub']['log_scalars']['train/lr']
+    assert isinstance(buffer, HistoryBuffer)  # mmengine's own format
+    # the same file, crafted so that unpickling it with mmengine's
+    # __setstate__ would make every HistoryBuffer's 'mean' return the max
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            HistoryBuffer, '__getstate__', lambda self: dict(
+                self.__dict__, statistics_methods={'mean': HistoryBuffer.max}))
+        crafted = tmp_path / 'crafted.pth'
+        torch.save(legacy, crafted)
+    methods_before = dict(HistoryBuffer._statistics_methods)
+
+    loaded = load_checkpoint_file(str(crafted))
+    assert HistoryBuffer._statistics_methods == methods_before
+    plain = loaded['message_hub']['log_scalars']['train/lr']
+    np.testing.assert_array_equal(plain['log_history'].numpy(),
+                                  buffer._log_history)
+
+    runner = tiny_runner(tmp_path, max_iters=4, resume=True,
+                         load_from=str(crafted))
+    runner.train()
+    assert HistoryBuffer._statistics_methods == methods_before
+    assert len(runner.message_hub.get_scalar('train/lr').data[0]) == 4
+
+
+@pytest.mark.parametrize('force_unsafe', [False, True])
+def test_code_in_a_checkpoint_never_runs(tmp_path, monkeypatch,
+                                         force_unsafe):
+    if force_unsafe:
+        # makes torch.load default to weights_only=False
+        monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'payload.pth'
+    torch.save({'state_dict': {}, 'meta': ShellCommand(marker)}, path)
+    sneaky = tmp_path / 'sneaky.pth'
+    torch.save({'x': pickle.loads}, sneaky)
+    for candidate in (path, sneaky):
+        # the way the Runner, mmseg's init_model and mmdet's init_detector
+        # load, once the tools have set up the process
+        with pytest.raises(ValueError, match='weights_only'):
+            _load_checkpoint(str(candidate), map_location='cpu')
+    assert not marker.exists()
+
+
+def test_every_mmengine_scheme_is_replaced():
+    assert set(CheckpointLoader._schemes) == set(MMENGINE_SCHEMES)
+    for loader in CheckpointLoader._schemes.values():
+        assert loader.__module__ == 'mmvim.runtime.checkpoint_loading'
+    with pytest.raises(ValueError, match='local files and http'):
+        _load_checkpoint('open-mmlab://resnet50_v1c')
+
+
+def test_weights_that_do_not_fit_name_the_keys():
+    model = TinyRegressor(width=2)
+    check_weights_fit(model, {'state_dict': TinyRegressor(2).state_dict()})
+    state = {f'module.{key}': value
+             for key, value in TinyRegressor(2).state_dict().items()
+             if 'num_batches_tracked' not in key}
+    check_weights_fit(model, state)  # DDP prefix, BN counter: fine
+
+    with pytest.raises(CheckpointMismatchError) as error:
+        check_weights_fit(model, TinyRegressor(width=3).state_dict(), 'w3')
+    assert 'linear.weight (1, 3) vs (1, 2)' in str(error.value)
+    backbone_only = {'linear.weight': torch.zeros(1, 2),
+                     'head.weight': torch.zeros(1)}
+    with pytest.raises(CheckpointMismatchError) as error:
+        check_weights_fit(model, backbone_only)
+    message = str(error.value)
+    assert 'linear.bias' in message and 'norm.weight' in message
+    assert 'head.weight' in message
+
+
+def test_load_from_that_does_not_fit_stops_the_runner(tmp_path):
+    wide = tmp_path / 'wide.pth'
+    torch.save({'state_dict': TinyRegressor(width=3).state_dict()}, wide)
+    runner = tiny_runner(tmp_path, max_iters=2, load_from=str(wide))
+    with pytest.raises(CheckpointMismatchError, match='linear.weight'):
+        runner.train()
+    assert not (tmp_path / 'iter_2.pth').exists()
