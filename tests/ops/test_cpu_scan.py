@@ -1,0 +1,227 @@
+"""The compiled ``cpu`` backend against the plain token loop."""
+import os
+
+import pytest
+import torch
+
+from mmvim import ops
+from mmvim.ops.registry import load_backend
+
+CPU_OPS = load_backend('cpu')[0]
+needs_cpu_ops = pytest.mark.skipif(
+    CPU_OPS is None, reason=f'cpu backend unavailable: {load_backend("cpu")[1]}')
+
+
+def make_inputs(batch=2, channels=4, length=23, state=16, groups=None,
+                dtype=torch.float32, seed=0, optional=True):
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype)
+
+    bc = (batch, state, length) if groups is None else (batch, groups, state,
+                                                        length)
+    inputs = dict(u=randn(batch, channels, length),
+                  delta=randn(batch, channels, length) * 0.5,
+                  A=-torch.rand(channels, state, generator=gen,
+                                dtype=dtype) * 3,
+                  B=randn(*bc), C=randn(*bc), D=None, z=None, delta_bias=None)
+    if not optional:
+        # Without softplus a negative dt grows the state exponentially,
+        # which tests float32's range rather than the scan.
+        inputs['delta'] = inputs['delta'].abs()
+    else:
+        inputs.update(D=randn(channels), z=randn(batch, channels, length),
+                      delta_bias=randn(channels) * 0.3)
+    return inputs
+
+
+def run(backend, inputs, delta_softplus, grad_out=None, op='selective_scan'):
+    """Output and the gradients of every tensor input."""
+    leaves = {k: v.detach().clone().requires_grad_()
+              for k, v in inputs.items() if v is not None}
+    with ops.use_backend(backend):
+        out = getattr(ops, op)(**{**inputs, **leaves},
+                               delta_softplus=delta_softplus)
+    if grad_out is None:
+        grad_out = torch.randn(out.shape, generator=torch.Generator()
+                               .manual_seed(1)).to(out.dtype)
+    grads = torch.autograd.grad(out, list(leaves.values()), grad_out)
+    return out, dict(zip(leaves, grads))
+
+
+def assert_same(a, b, rtol, atol):
+    (out_a, grads_a), (out_b, grads_b) = a, b
+    torch.testing.assert_close(out_a, out_b, rtol=rtol, atol=atol)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        scale = grads_b[name].abs().max().clamp(min=1)
+        torch.testing.assert_close(grads_a[name] / scale,
+                                   grads_b[name] / scale, rtol=rtol,
+                                   atol=atol, msg=name)
+
+
+def test_extension_is_built_unless_skipped_on_purpose():
+    # make install builds it; only MMVIM_WITH_CPU_OPS=0 may leave it out.
+    if os.environ.get('MMVIM_WITH_CPU_OPS') != '0':
+        assert CPU_OPS is not None, load_backend('cpu')[1]
+
+
+@needs_cpu_ops
+@pytest.mark.parametrize('bidirectional', [False, True])
+@pytest.mark.parametrize('length', [1, 5, 70])
+def test_gradcheck_float64(length, bidirectional):
+    # 70 tokens: two chunks of the backward's recomputation.
+    inputs = make_inputs(batch=1, channels=4, length=length, state=3,
+                         groups=2, dtype=torch.float64)
+    if bidirectional:
+        inputs['z'] = inputs['z'][:, :2]
+    names = [k for k, v in inputs.items() if v is not None]
+    op = ops.bidirectional_selective_scan if bidirectional \
+        else ops.selective_scan
+
+    def scan(*tensors):
+        return op(**{**inputs, **dict(zip(names, tensors))},
+                  delta_softplus=True)
+
+    leaves = [inputs[k].clone().requires_grad_() for k in names]
+    with ops.use_backend('cpu'):
+        assert torch.autograd.gradcheck(scan, leaves, eps=1e-6, atol=1e-5)
+
+
+@needs_cpu_ops
+@pytest.mark.parametrize('length', [1, 2, 3, 17, 128, 1025, 4097])
+@pytest.mark.parametrize('groups', [None, 2])
+@pytest.mark.parametrize('optional', [True, False])
+def test_float32_matches_sequential_loop(length, groups, optional):
+    """Forward and every gradient; optional: D, z, delta_bias, softplus."""
+    inputs = make_inputs(channels=4, length=length, groups=groups,
+                         optional=optional, batch=1 if length > 1000 else 2)
+    assert_same(run('cpu', inputs, optional),
+                run('sequential', inputs, optional), rtol=1e-4, atol=1e-4)
+
+
+@needs_cpu_ops
+def test_other_state_sizes_match():
+    inputs = make_inputs(state=5, length=40, groups=2)
+    assert_same(run('cpu', inputs, True), run('sequential', inputs, True),
+                rtol=1e-4, atol=1e-4)
+
+
+@needs_cpu_ops
+def test_strided_and_channels_last_inputs():
+    inputs = make_inputs(length=90, groups=2)
+    strided = dict(inputs)
+    for name in ('u', 'delta', 'z'):
+        # (b, l, d) memory seen as (b, d, l), as the mixer's projections
+        # produce them; and every other token of a longer tensor.
+        strided[name] = inputs[name].transpose(1, 2).contiguous().transpose(
+            1, 2)
+    assert not strided['u'].is_contiguous()
+    assert_same(run('cpu', strided, True), run('sequential', inputs, True),
+                rtol=1e-4, atol=1e-4)
+    doubled = {k: v for k, v in inputs.items()}
+    doubled['u'] = torch.repeat_interleave(inputs['u'], 2, dim=-1)[..., ::2]
+    assert doubled['u'].stride(-1) == 2
+    assert_same(run('cpu', doubled, True), run('sequential', inputs, True),
+                rtol=1e-4, atol=1e-4)
+
+
+@needs_cpu_ops
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_inputs_keep_a_float32_state(dtype):
+    inputs = {k: None if v is None else v.to(dtype)
+              for k, v in make_inputs(length=300, groups=2).items()}
+    out, grads = run('cpu', inputs, True)
+    assert out.dtype == dtype and all(g.dtype == dtype for g in grads.values())
+    # The same rounded inputs through the loop in float32.
+    as_float = {k: None if v is None else v.float() for k, v in inputs.items()}
+    ref_out, ref_grads = run('sequential', as_float, True,
+                             grad_out=torch.randn(out.shape, generator=torch
+                                                  .Generator().manual_seed(1)
+                                                  ).to(dtype).float())
+    tol = dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(out.float(), ref_out, **tol)
+    for name, grad in grads.items():
+        scale = ref_grads[name].abs().max()
+        torch.testing.assert_close(grad.float() / scale,
+                                   ref_grads[name] / scale, **tol, msg=name)
+
+
+@needs_cpu_ops
+def test_autocast_runs_the_model_close_to_float32(tiny_vim):
+    model = tiny_vim(arch=dict(embed_dims=32, num_layers=2), img_size=32)
+    x = torch.randn(1, 3, 32, 32)
+    with ops.use_backend('cpu'):
+        reference = model(x)[0]
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(x)[0]
+    error = (out.float() - reference).norm() / reference.norm()
+    assert error < 5e-2
+
+
+@needs_cpu_ops
+def test_extreme_decays_stay_finite():
+    inputs = make_inputs(length=200, groups=2)
+    inputs['A'] = inputs['A'] * 1e4
+    inputs['delta'] = inputs['delta'].abs() * 1e3
+    out, grads = run('cpu', inputs, True)
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert_same((out, grads), run('sequential', inputs, True), rtol=1e-4,
+                atol=1e-4)
+
+
+@needs_cpu_ops
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])
+def test_fused_directions_equal_two_flipped_calls(backend):
+    inputs = make_inputs(channels=8, length=77, groups=2)
+    gate = inputs['z'][:, :4]
+    fused = dict(inputs, z=gate)
+    out, grads = run(backend, fused, True, op='bidirectional_selective_scan')
+
+    def flip(t):
+        return t.flip(-1)
+
+    def two_calls(**kw):
+        forward = ops.selective_scan(
+            kw['u'][:, :4], kw['delta'][:, :4], kw['A'][:4], kw['B'][:, :1],
+            kw['C'][:, :1], kw['D'][:4], kw['z'], kw['delta_bias'][:4], True)
+        backward = ops.selective_scan(
+            flip(kw['u'][:, 4:]), flip(kw['delta'][:, 4:]), kw['A'][4:],
+            flip(kw['B'][:, 1:]), flip(kw['C'][:, 1:]), kw['D'][4:],
+            flip(kw['z']), kw['delta_bias'][4:], True)
+        return torch.cat([forward, flip(backward)], dim=1)
+
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in fused.items()}
+    with ops.use_backend('sequential'):
+        ref = two_calls(**leaves)
+    ref_grads = torch.autograd.grad(
+        ref, list(leaves.values()),
+        torch.randn(ref.shape, generator=torch.Generator().manual_seed(1)))
+    assert_same((out, grads), (ref, dict(zip(leaves, ref_grads))), rtol=1e-4,
+                atol=1e-4)
+
+
+@needs_cpu_ops
+def test_backward_stores_no_full_state_tensor_and_is_deterministic():
+    inputs = make_inputs(batch=2, channels=96, length=300, groups=2)
+    b, d, length = inputs['u'].shape
+    n = inputs['A'].shape[1]
+    sizes = []
+
+    def record(tensor):
+        sizes.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(record, lambda t: t):
+        first = run('cpu', inputs, True)
+    assert sizes and max(sizes) < b * d * length * n / 8
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if previous > 1 else 2)
+        second = run('cpu', inputs, True)
+    finally:
+        torch.set_num_threads(previous)
+    for name in first[1]:
+        assert torch.equal(first[1][name], second[1][name]), name
