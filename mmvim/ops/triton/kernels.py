@@ -17,9 +17,10 @@ The decay is ``exp2(dt * A * log2(e))``: A is scaled once per program.
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
+# Globals a kernel reads must be constexpr.
+LOG2E = tl.constexpr(1.4426950408889634)
 # torch.nn.functional.softplus's default: above it softplus(x) is x.
-SOFTPLUS_THRESHOLD = 20.
+SOFTPLUS_THRESHOLD = tl.constexpr(20.)
 
 
 @triton.jit
@@ -43,8 +44,9 @@ def _time_step(delta_ptrs, mask, bias, HAS_DELTA_BIAS: tl.constexpr,
     if HAS_DELTA_BIAS:
         dt_raw = dt_raw + bias[:, None]
     if DELTA_SOFTPLUS:
-        dt = tl.where(dt_raw > SOFTPLUS_THRESHOLD, dt_raw,
-                      tl.log(1. + tl.exp(dt_raw)))
+        dt = tl.where(
+            dt_raw > SOFTPLUS_THRESHOLD, dt_raw,
+            tl.log(1. + tl.exp(tl.minimum(dt_raw, SOFTPLUS_THRESHOLD))))
     else:
         dt = dt_raw
     return tl.where(mask, dt, 0.), dt_raw
@@ -262,6 +264,12 @@ def selective_scan_bwd_kernel(
             grad_y = grad_gated * z * gate
         else:
             grad_y = grad_gated
+        partial_ptrs = partial_offset + states[:, None] * length + \
+            tokens[None, :]
+        tl.store(grad_C_ptr + partial_ptrs,
+                 tl.sum(hs * grad_y[:, None, :], axis=0), mask=bc_mask)
+        # a_t h_{t-1} = h_t - x_t; the states are not needed after this.
+        decayed_previous = hs - inputs
 
         # a_{t+1}: the decay of the next scan step, read one token further.
         next_step = step + 1
@@ -278,8 +286,8 @@ def selective_scan_bwd_kernel(
         adjoint += reach * carry[:, :, None]
         carry = _column(adjoint, steps, 0)
 
-        # d loss / d (dt_t A) = lambda_t a_t h_{t-1} = lambda_t (h_t - x_t).
-        grad_log_decay = adjoint * (hs - inputs)
+        # d loss / d (dt_t A) = lambda_t a_t h_{t-1}.
+        grad_log_decay = adjoint * decayed_previous
         grad_A += tl.sum(grad_log_decay * dt[:, None, :], axis=2)
         adjoint_B = tl.sum(adjoint * B[None, :, :], axis=1)
         grad_u = adjoint_B * dt
@@ -297,13 +305,8 @@ def selective_scan_bwd_kernel(
                  grad_u.to(grad_u_ptr.dtype.element_ty), mask=tile_mask)
         tl.store(grad_delta_ptr + grad_offsets,
                  grad_dt.to(grad_delta_ptr.dtype.element_ty), mask=tile_mask)
-
-        partial_ptrs = partial_offset + states[:, None] * length + \
-            tokens[None, :]
         tl.store(grad_B_ptr + partial_ptrs,
                  tl.sum(adjoint * dtu[:, None, :], axis=0), mask=bc_mask)
-        tl.store(grad_C_ptr + partial_ptrs,
-                 tl.sum(hs * grad_y[:, None, :], axis=0), mask=bc_mask)
 
     tl.store(grad_A_ptr + row[:, None] * D_STATE + states[None, :], grad_A,
              mask=channel_mask[:, None] & state_mask[None, :])

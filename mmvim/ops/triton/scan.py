@@ -1,31 +1,35 @@
 """The Triton selective scan as an autograd Function: launches and the
 deterministic reductions of the per-block partial gradients."""
 import contextlib
-import os
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 from .interpreter import speed_up_interpreted_scans
 from .kernels import selective_scan_bwd_kernel, selective_scan_fwd_kernel
 
 # Tokens scanned in parallel per step of a program, and channels per
-# program. A (BLOCK_D, N, CHUNK) tile of float32 lives in registers: 16 x 16
-# x 16 keeps the backward's dozen live tiles within a GPU's register file.
-# Untuned: no GPU was at hand when they were chosen (docs/triton.md).
+# program. A few (BLOCK_D, N, CHUNK) float32 tiles live in registers; the
+# sizes keep them there without spilling at Vim's N = 16 (ptxas for sm_90,
+# bf16 inputs: forward 16 x 16 x 16 at 8 warps 100 registers a thread,
+# backward 8 x 16 x 16 at 4 warps 168), and were not timed: no GPU was at
+# hand when they were chosen (docs/triton.md).
 CHUNK = 16
-BLOCK_D = 16
+FORWARD_BLOCK_D = 16
+BACKWARD_BLOCK_D = 8
 
 
 def interpreting() -> bool:
-    """Whether Triton runs kernels in its CPU interpreter."""
-    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+    """Whether the kernels run in Triton's CPU interpreter: triton decides
+    when they are defined, from TRITON_INTERPRET at that moment."""
+    return isinstance(selective_scan_fwd_kernel, InterpretedFunction)
 
 
 def _autotuned(kernel):
     # The interpreter cannot time configs (it needs a driver): one there.
-    warps = (1, ) if interpreting() else (2, 4, 8)
+    warps = (1, ) if interpreting() else (4, 8)
     return triton.autotune(
         configs=[triton.Config({}, num_warps=w) for w in warps],
         key=['group_channels', 'D_STATE', 'HAS_Z', 'DELTA_SOFTPLUS'])(kernel)
@@ -47,13 +51,13 @@ def _device_of(tensor):
 class _Launch:
     """Arguments both kernels share, from the forward's inputs."""
 
-    def __init__(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                 forward_groups):
+    def __init__(self, block_d, u, delta, A, B, C, D, z, delta_bias,
+                 delta_softplus, forward_groups):
         self.batch, self.channels, self.length = u.shape
         self.groups, self.d_state = B.shape[1], B.shape[2]
         self.group_channels = self.channels // self.groups
         self.block_n = triton.next_power_of_2(self.d_state)
-        self.block_d = min(BLOCK_D,
+        self.block_d = min(block_d,
                            triton.next_power_of_2(self.group_channels))
         self.num_chunks = triton.cdiv(self.length, CHUNK)
         self.compute_dtype = torch.float64 if u.dtype == torch.float64 \
@@ -93,8 +97,8 @@ class SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                 forward_groups):
-        launch = _Launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                         forward_groups)
+        launch = _Launch(FORWARD_BLOCK_D, u, delta, A, B, C, D, z,
+                         delta_bias, delta_softplus, forward_groups)
         y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
         states = launch.new(u, launch.batch, launch.channels,
                             launch.num_chunks, launch.block_n)
@@ -110,7 +114,8 @@ class SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        launch = _Launch(u, delta, A, B, C, D, z, delta_bias, *ctx.options)
+        launch = _Launch(BACKWARD_BLOCK_D, u, delta, A, B, C, D, z,
+                         delta_bias, *ctx.options)
         batch, channels, length = u.shape
         grad_u = torch.empty(u.shape, dtype=u.dtype, device=u.device)
         grad_delta = torch.empty(delta.shape, dtype=delta.dtype,
