@@ -9,13 +9,8 @@ time ends that measurement only; it is recorded as 'oom' / 'timeout'.
 Models (--models), one string per measured variant:
 
   vim-tiny, vim-small, vim-base   mmvim VisionMamba, both scan directions in
-                                  one conv + one scan call (the default)
+                                  one scan call (the default)
   vim-<arch>-twocall              one call per direction, as the reference
-  vim-<arch>-sequential           the mixer's scan swapped for
-                                  mmvim.ops.selective_scan_sequential (a plain
-                                  token loop, autograd through it): the
-                                  baseline
-  vim-<arch>-twocall-sequential   both of the above: the reference's structure
   deit-tiny, deit-small           DeiT (patch 16, 12 layers, dims 192 / 384,
                                   3 / 6 heads, MLP ratio 4) with PyTorch's
                                   fused attention (F.scaled_dot_product_
@@ -29,8 +24,12 @@ Models (--models), one string per measured variant:
                                   (training step = its loss on a synthetic
                                   batch)
 
-An '@torch', '@cuda' or '@auto' suffix picks the mmvim ops backend of that
-variant (e.g. vim-tiny@torch); without one, $MMVIM_OPS_BACKEND (default auto).
+An '@<backend>' suffix runs that variant on one of the mmvim ops backends
+(`python -m mmvim.ops` lists them): vim-tiny@cpu (the compiled kernel),
+vim-tiny@torch (the portable scan), vim-tiny@sequential (the plain token loop,
+autograd through it: the baseline), vim-tiny@triton, vim-tiny@cuda, @auto.
+Without one, $MMVIM_OPS_BACKEND (default auto); the 'backend' column says
+which ran.
 
 Modes: 'inference' is a no-grad forward; 'train' is forward + backward (of the
 backbone output's mean, or of a config model's loss), gradients freed after
@@ -64,16 +63,18 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmvim.analysis.config_models import (build_config_model,
+                                         synthetic_data_samples)
+
 VIM_ARCHS = ('tiny', 'small', 'base')
-VIM_VARIANTS = ('twocall', 'sequential')
+VIM_VARIANTS = ('twocall', )
 DEIT_ARCHS = {'tiny': (192, 3), 'small': (384, 6)}
-BACKENDS = ('auto', 'torch', 'cuda')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MODES = ('inference', 'train')
 FAILED = ('oom', 'timeout')
@@ -95,15 +96,16 @@ class ModelSpec:
     arch: str = ''  # vim / deit size
     config: str = ''
     two_call: bool = False
-    sequential: bool = False
     backend: str = ''  # '' = $MMVIM_OPS_BACKEND
 
 
 def parse_model(name: str) -> ModelSpec:
     """'vim-tiny-twocall@torch' -> ModelSpec; ValueError on anything else."""
+    from mmvim.ops import backend_names
     base, _, backend = name.partition('@')
-    if backend and backend not in BACKENDS:
-        raise ValueError(f'{name}: backend must be one of {BACKENDS}.')
+    if backend and backend not in ('auto', *backend_names()):
+        raise ValueError(f'{name}: the backend must be one of '
+                         f'{("auto", *backend_names())}.')
     if base.startswith('config:'):
         return ModelSpec(name, 'config', config=base[len('config:'):],
                          backend=backend)
@@ -117,11 +119,11 @@ def parse_model(name: str) -> ModelSpec:
             and set(variants) <= set(VIM_VARIANTS)
             and len(set(variants)) == len(variants)):
         return ModelSpec(name, 'vim', arch, two_call='twocall' in variants,
-                         sequential='sequential' in variants, backend=backend)
+                         backend=backend)
     raise ValueError(
         f'Unknown model {name!r}: use vim-{{{",".join(VIM_ARCHS)}}}'
-        f'[-twocall][-sequential], deit-{{{",".join(DEIT_ARCHS)}}} or '
-        'config:PATH, optionally with @torch / @cuda / @auto.')
+        f'[-twocall], deit-{{{",".join(DEIT_ARCHS)}}} or config:PATH, '
+        'optionally with @<backend> (e.g. @cpu, @torch, @sequential).')
 
 
 # --------------------------------------------------------------------------
@@ -193,73 +195,12 @@ def build_deit(arch: str, img_size: int):
     return model, f'timm {timm.__version__} (fused_attn={fused})'
 
 
-def build_config_model(config: str):
-    """(model, scope): the model of an mmseg / mmdet config, SyncBN as BN."""
-    import mmvim  # noqa: F401 - registers VisionMamba & co.
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
-    cfg = Config.fromfile(config)
-    scope = cfg.get('default_scope', 'mmseg')
-    init_default_scope(scope)
-    return revert_sync_batchnorm(MODELS.build(cfg.model)), scope
-
-
-def synthetic_data_samples(scope: str, batch: int, shape: tuple, device,
-                           with_targets: bool) -> list:
-    """Data samples an mmseg / mmdet model accepts for (batch, 3, *shape)
-    inputs; with ground truth when ``with_targets`` (class 0 everywhere,
-    valid for any number of classes)."""
-    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
-                batch_input_shape=shape, scale_factor=(1., 1.))
-    samples = []
-    for _ in range(batch):
-        if scope == 'mmseg':
-            from mmengine.structures import PixelData
-            from mmseg.structures import SegDataSample
-            sample = SegDataSample(metainfo=meta)
-            if with_targets:
-                sample.gt_sem_seg = PixelData(data=torch.zeros(
-                    (1, ) + shape, dtype=torch.long, device=device))
-        elif scope == 'mmdet':
-            from mmdet.structures import DetDataSample
-            sample = DetDataSample(metainfo=meta)
-            if with_targets:
-                sample.gt_instances = _random_instances(shape, device)
-        else:
-            raise ValueError(f'Configs of scope {scope!r} are not supported '
-                             '(mmseg or mmdet).')
-        samples.append(sample)
-    return samples
-
-
-def _random_instances(shape: tuple, device, count: int = 4):
-    """A few random boxes of class 0 with their rectangle masks."""
-    import numpy as np
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-    height, width = shape
-    scale = torch.tensor([width, height], dtype=torch.float32)
-    corner = torch.rand(count, 2) * scale / 2
-    extent = (torch.rand(count, 2) * 3 + 1) * scale / 8
-    boxes = torch.cat([corner, corner + extent], dim=1).round()
-    masks = np.zeros((count, height, width), dtype=np.uint8)
-    for mask, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
-        mask[y1:y2, x1:x2] = 1
-    return InstanceData(
-        bboxes=boxes.to(device),
-        labels=torch.zeros(count, dtype=torch.long, device=device),
-        masks=BitmapMasks(masks, height, width))
-
-
 @dataclass
 class Workload:
-    """What one measurement runs: ``step`` once per timed iteration, inside
-    ``context``."""
+    """What one measurement runs: ``step`` once per timed iteration."""
     step: Callable[[], None]
     implementation: str
     backend: str
-    context: ContextManager
 
 
 def _mean_of(outputs) -> torch.Tensor:
@@ -271,12 +212,9 @@ def _mean_of(outputs) -> torch.Tensor:
 def build_workload(spec: ModelSpec, resolution: int, batch: int, dtype: str,
                    mode: str, device: torch.device) -> Workload:
     """Model, input and the step function of one measurement."""
-    from unittest import mock
-
     import mmvim.ops
     if spec.backend:
         mmvim.ops.set_backend(spec.backend)
-    context = contextlib.nullcontext()
     backend = '-'
     if spec.family == 'deit':
         model, implementation = build_deit(spec.arch, resolution)
@@ -285,10 +223,6 @@ def build_workload(spec: ModelSpec, resolution: int, batch: int, dtype: str,
         model = VisionMamba(arch=spec.arch, img_size=resolution,
                             fuse_directions=not spec.two_call)
         implementation = 'mmvim ' + ('two-call' if spec.two_call else 'fused')
-        if spec.sequential:
-            implementation += ' + sequential scan'
-            context = mock.patch('mmvim.models.layers.bimamba.selective_scan',
-                                 mmvim.ops.selective_scan_sequential)
         backend = mmvim.ops.get_backend(device)
     else:
         model, scope = build_config_model(spec.config)
@@ -334,7 +268,7 @@ def build_workload(spec: ModelSpec, resolution: int, batch: int, dtype: str,
             value.backward()
             model.zero_grad(set_to_none=True)
 
-    return Workload(step, implementation, backend, context)
+    return Workload(step, implementation, backend)
 
 
 # --------------------------------------------------------------------------
@@ -399,16 +333,15 @@ def measure(task: Dict) -> Dict:
             task['batch_size'], task['dtype'], task['mode'], device)
         row.update(implementation=workload.implementation,
                    backend=workload.backend)
-        with workload.context:
-            in_use = _memory_in_use_mb(device)
-            times = []
-            for index in range(task['warmup'] + task['repeats']):
-                start = time.perf_counter()
-                workload.step()
-                if device.type == 'cuda':
-                    torch.cuda.synchronize(device)
-                if index >= task['warmup']:
-                    times.append(time.perf_counter() - start)
+        in_use = _memory_in_use_mb(device)
+        times = []
+        for index in range(task['warmup'] + task['repeats']):
+            start = time.perf_counter()
+            workload.step()
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            if index >= task['warmup']:
+                times.append(time.perf_counter() - start)
     except Exception as error:  # noqa: BLE001 - recorded, not raised
         if not is_out_of_memory(error):
             row.update(status='error',
@@ -782,7 +715,7 @@ def parse_args(argv=None):
                         'memory or time (default: record them as skipped)')
     parser.add_argument('--baseline',
                         help='model to print (and save) ratios against, '
-                        'e.g. vim-tiny-sequential')
+                        'e.g. vim-tiny@sequential')
     parser.add_argument('--out-dir', default='work_dirs/benchmark',
                         help='a new timestamped directory is made in it')
     parser.add_argument('--out', help='output directory; must not exist')
