@@ -69,19 +69,41 @@ def test_tiny_recipe():
         mode='slide', crop_size=(512, 512), stride=(341, 341))
     optim = cfg.optim_wrapper
     assert optim.constructor == 'VimLayerDecayOptimWrapperConstructor'
+    # The depth is the model's; a config does not restate it.
     assert optim.paramwise_cfg == dict(
-        num_layers=24, layer_decay_rate=0.92, reference_name_bug=False)
+        layer_decay_rate=0.92, reference_name_bug=False)
     assert cfg.train_cfg.max_iters == 60000
 
 
-def test_small_and_base_recipes():
-    small, base = load('upernet_vim_small.py'), load('upernet_vim_base.py')
-    assert small.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.95
-    assert small.model.backbone.arch == 'small'
-    assert small.model.decode_head.in_channels == [384] * 4
-    assert base.model.backbone.arch == 'base'
-    assert base.model.neck.embed_dim == 768
-    assert base.model.auxiliary_head.in_channels == 768
+@pytest.mark.parametrize('name, arch, width, lr, weight_decay, layer_decay', [
+    ('upernet_vim_tiny.py', 'tiny', 192, 2e-4, 0.1, 0.92),
+    ('upernet_vim_small.py', 'small', 384, 1e-4, 0.05, 0.95),
+    ('upernet_vim_base.py', 'base', 768, 1e-4, 0.05, 0.95),
+])
+def test_each_size_has_its_width_and_recipe(name, arch, width, lr,
+                                            weight_decay, layer_decay):
+    cfg = load(name)
+    assert cfg.model.backbone.arch == arch
+    assert cfg.model.neck.embed_dim == width
+    assert cfg.model.decode_head.in_channels == [width] * 4
+    assert cfg.model.decode_head.channels == width
+    assert cfg.model.auxiliary_head.in_channels == width
+    optim = cfg.optim_wrapper
+    assert (optim.optimizer.lr, optim.optimizer.weight_decay,
+            optim.paramwise_cfg.layer_decay_rate) == (lr, weight_decay,
+                                                      layer_decay)
+
+
+@pytest.mark.parametrize('name', ['upernet_vim_small.py',
+                                  'upernet_vim_base.py'])
+def test_small_and_base_inherit_the_tiny_structure_and_state_their_recipe(
+        name):
+    """Each larger config derives from tiny's (not from another size) and
+    writes its own lr, weight decay and layer decay."""
+    source = (CONFIGS / name).read_text()
+    assert "_base_ = ['./upernet_vim_tiny.py']" in source
+    for value in ('lr=', 'weight_decay=', 'layer_decay_rate='):
+        assert value in source, value
 
 
 @pytest.fixture(scope='module')
@@ -146,3 +168,60 @@ def test_quickstart_trains_the_tiny_model_on_toy_data():
     with torch.no_grad():
         logits = model.eval()(torch.rand(1, 3, 64, 64), mode='tensor')
     assert logits.shape == (1, 5, 16, 16)
+
+
+# The reference run's side of each deliberate deviation (docs/segmentation.md).
+REFERENCE_SIDE = {
+    'optim_wrapper.paramwise_cfg.reference_name_bug': True,
+    'model.backbone.with_cls_token': False,
+    'model.backbone.feature_source': 'mixer',
+}
+
+
+def test_reference_switches_each_change_what_they_should():
+    from mmengine.optim import build_optim_wrapper
+    ours = shrink(load('upernet_vim_tiny.py'))
+    reference = shrink(load('upernet_vim_tiny.py'))
+    reference.merge_from_dict(REFERENCE_SIDE)
+    built = {}
+    for side, cfg in (('ours', ours), ('reference', reference)):
+        torch.manual_seed(0)
+        model = revert_sync_batchnorm(build(cfg.model)).eval()
+        seen = {}
+        model.backbone.layers[0].mixer.register_forward_hook(
+            lambda mod, inp, out: seen.update(length=inp[0].shape[1]))
+        model.backbone.layers[2].mixer.register_forward_hook(
+            lambda mod, inp, out: seen.update(mixer=out))
+        model.backbone.layers[2].register_forward_hook(
+            lambda mod, inp, out: seen.update(stream=out[0]))
+        with torch.no_grad():
+            features = model.backbone(torch.rand(1, 3, 64, 64))
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        scales = {}
+        for group in wrapper.optimizer.param_groups:
+            for param in group['params']:
+                scales[id(param)] = (group['lr'], group['weight_decay'])
+        names = {name: scales[id(p)] for name, p in model.named_parameters()}
+        built[side] = dict(seen=seen, features=features, groups=names)
+
+    # Parameter groups: the reference trained every layer at the full lr and
+    # put weight decay on pos_embed.
+    layer0 = 'backbone.layers.0.mixer.in_proj.weight'
+    head = 'decode_head.conv_seg.weight'
+    assert built['ours']['groups'][layer0][0] < \
+        built['ours']['groups'][head][0]
+    assert built['reference']['groups'][layer0][0] == \
+        built['reference']['groups'][head][0]
+    assert built['ours']['groups']['backbone.pos_embed'][1] == 0
+    assert built['reference']['groups']['backbone.pos_embed'][1] > 0
+    # Sequence length: 16 patches of a 64x64 crop, plus our class token.
+    assert built['ours']['seen']['length'] == 17
+    assert built['reference']['seen']['length'] == 16
+    # Which tensor: the stream after block 2 for us, its mixer output for
+    # the reference (patch tokens only, in raster order).
+    for side, source in (('ours', 'stream'), ('reference', 'mixer')):
+        tokens = built[side]['seen'][source][0]
+        if side == 'ours':
+            tokens = torch.cat([tokens[:8], tokens[9:]])
+        torch.testing.assert_close(
+            built[side]['features'][2][0].flatten(1).T, tokens)

@@ -97,6 +97,7 @@ def test_tiny_recipe():
     assert optim.optimizer.lr == 1e-4 and optim.optimizer.weight_decay == 0.1
     assert optim.constructor == 'VimLayerDecayOptimWrapperConstructor'
     assert optim.paramwise_cfg.layer_decay_rate == 0.837
+    assert 'num_layers' not in optim.paramwise_cfg  # read from the model
     warmup, steps = cfg.param_scheduler
     assert warmup.end == 250
     assert steps.milestones == [163889, 177546]
