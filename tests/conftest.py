@@ -1,9 +1,16 @@
 """Helpers shared by the model, config and engine tests: small VisionMamba
 models, the golden reference outputs in tests/data, checkpoint files."""
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# The `triton` ops backend runs in Triton's CPU interpreter on machines
+# without a GPU. triton reads this when mmvim's kernels are defined, which a
+# test module may trigger at collection (listing the backends), so it is set
+# before any is collected. TRITON_INTERPRET=0 tests the compiled kernels.
+os.environ.setdefault('TRITON_INTERPRET', '1')
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / 'data'
 # Outputs of the public reference Vim (see /work/shared/golden/README.md):

@@ -21,6 +21,7 @@ triton = pytest.importorskip(
 import triton.language as tl  # noqa: E402
 
 from mmvim import ops  # noqa: E402
+from mmvim.ops.triton import scan as triton_scan  # noqa: E402
 
 INTERPRETED = os.environ['TRITON_INTERPRET'] == '1'
 DEVICE = 'cpu' if INTERPRETED else 'cuda'
@@ -125,6 +126,19 @@ def test_matches_sequential_loop_without_options(length, groups):
     inputs.update(D=None, z=None, delta_bias=None,
                   delta=inputs['delta'].abs())
     assert_matches_sequential(inputs, delta_softplus=False)
+
+
+@pytest.mark.parametrize('tiles', [(16, 8, 16), (4, 2, 8)])
+@pytest.mark.parametrize('bidirectional', [False, True])
+def test_several_channel_blocks_and_chunks(monkeypatch, tiles,
+                                           bidirectional):
+    # The GPU's tiles (the interpreter defaults to larger ones) and smaller
+    # ones: 12 channels a group split into blocks with a partial last one,
+    # 45 tokens into chunks with a partial last one.
+    monkeypatch.setattr(triton_scan, 'TILES', triton_scan.Tiles(*tiles))
+    inputs = make_inputs(batch=1, channels=24, length=45,
+                         bidirectional=bidirectional)
+    assert_matches_sequential(inputs, bidirectional=bidirectional)
 
 
 @pytest.mark.parametrize('missing', ['D', 'z', 'delta_bias', 'softplus'])

@@ -1,6 +1,7 @@
 """The Triton selective scan as an autograd Function: launches and the
 deterministic reductions of the per-block partial gradients."""
 import contextlib
+from typing import NamedTuple
 
 import torch
 import triton
@@ -10,15 +11,24 @@ from triton.runtime.interpreter import InterpretedFunction
 from .interpreter import speed_up_interpreted_scans
 from .kernels import selective_scan_bwd_kernel, selective_scan_fwd_kernel
 
-# Tokens scanned in parallel per step of a program, and channels per
-# program. A few (BLOCK_D, N, CHUNK) float32 tiles live in registers; the
-# sizes keep them there without spilling at Vim's N = 16 (ptxas for sm_90,
-# bf16 inputs: forward 16 x 16 x 16 at 8 warps 100 registers a thread,
-# backward 8 x 16 x 16 at 4 warps 168), and were not timed: no GPU was at
-# hand when they were chosen (docs/triton.md).
-CHUNK = 16
-FORWARD_BLOCK_D = 16
-BACKWARD_BLOCK_D = 8
+
+class Tiles(NamedTuple):
+    """Channels per program (forward, backward) and tokens scanned in
+    parallel per step: a few (block_d, N, chunk) tiles per program."""
+    forward_block_d: int
+    backward_block_d: int
+    chunk: int
+
+
+# On a GPU the tiles live in registers; these keep them there without
+# spilling at Vim's N = 16 (ptxas for sm_90, bf16 inputs: forward 16 x 16 x
+# 16 at 8 warps 100 registers a thread, backward 8 x 16 x 16 at 4 warps
+# 168). Not timed: no GPU was at hand when they were chosen (docs/triton.md).
+GPU_TILES = Tiles(forward_block_d=16, backward_block_d=8, chunk=16)
+# The interpreter pays per tile operation, not per element: large tiles run
+# the golden-file model ~20x faster there.
+INTERPRETER_TILES = Tiles(forward_block_d=128, backward_block_d=128,
+                          chunk=32)
 
 
 def interpreting() -> bool:
@@ -39,6 +49,7 @@ if interpreting():
     speed_up_interpreted_scans()
 _forward_kernel = _autotuned(selective_scan_fwd_kernel)
 _backward_kernel = _autotuned(selective_scan_bwd_kernel)
+TILES = INTERPRETER_TILES if interpreting() else GPU_TILES
 
 
 def _device_of(tensor):
@@ -51,7 +62,7 @@ def _device_of(tensor):
 class _Launch:
     """Arguments both kernels share, from the forward's inputs."""
 
-    def __init__(self, block_d, u, delta, A, B, C, D, z, delta_bias,
+    def __init__(self, block_d, chunk, u, delta, A, B, C, D, z, delta_bias,
                  delta_softplus, forward_groups):
         self.batch, self.channels, self.length = u.shape
         self.groups, self.d_state = B.shape[1], B.shape[2]
@@ -59,7 +70,7 @@ class _Launch:
         self.block_n = triton.next_power_of_2(self.d_state)
         self.block_d = min(block_d,
                            triton.next_power_of_2(self.group_channels))
-        self.num_chunks = triton.cdiv(self.length, CHUNK)
+        self.num_chunks = triton.cdiv(self.length, chunk)
         self.compute_dtype = torch.float64 if u.dtype == torch.float64 \
             else torch.float32
         self.z_channels = self.channels if z is None else z.shape[1]
@@ -74,7 +85,7 @@ class _Launch:
                         *(u if z is None else z).stride())
         self.flags = dict(
             D_STATE=self.d_state, BLOCK_N=self.block_n,
-            BLOCK_D=self.block_d, CHUNK=CHUNK, HAS_D=D is not None,
+            BLOCK_D=self.block_d, CHUNK=chunk, HAS_D=D is not None,
             HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
             DELTA_SOFTPLUS=bool(delta_softplus),
             COMPUTE=tl.float64 if self.compute_dtype == torch.float64 else
@@ -97,8 +108,9 @@ class SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                 forward_groups):
-        launch = _Launch(FORWARD_BLOCK_D, u, delta, A, B, C, D, z,
-                         delta_bias, delta_softplus, forward_groups)
+        tiles = TILES
+        launch = _Launch(tiles.forward_block_d, tiles.chunk, u, delta, A, B,
+                         C, D, z, delta_bias, delta_softplus, forward_groups)
         y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
         states = launch.new(u, launch.batch, launch.channels,
                             launch.num_chunks, launch.block_n)
@@ -108,14 +120,15 @@ class SelectiveScanTriton(torch.autograd.Function):
                                          *y.stride(), forward_groups,
                                          **launch.flags)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        ctx.tiles = tiles
         ctx.options = (delta_softplus, forward_groups)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        launch = _Launch(BACKWARD_BLOCK_D, u, delta, A, B, C, D, z,
-                         delta_bias, *ctx.options)
+        launch = _Launch(ctx.tiles.backward_block_d, ctx.tiles.chunk, u,
+                         delta, A, B, C, D, z, delta_bias, *ctx.options)
         batch, channels, length = u.shape
         grad_u = torch.empty(u.shape, dtype=u.dtype, device=u.device)
         grad_delta = torch.empty(delta.shape, dtype=delta.dtype,
