@@ -8,40 +8,52 @@ STAMP := $(VENV)/.stamps
 export PATH := $(abspath $(BIN)):$(PATH)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install test demo demo-det clean-venv
+.PHONY: install lint test demo demo-det clean-venv
 install: $(STAMP)/mmvim
 
-$(STAMP)/venv:
+# Every version comes from requirements/constraints.txt; the rules below only
+# name packages, in the order the builds need them.
+PINS := requirements/constraints.txt
+# torch is asked for by its pinned line, not through -c: pip's resolver
+# refuses the constraint torch==X next to the installed X+cpu wheel.
+TORCH_PIN := $(shell grep -E '^torch==' $(PINS))
+
+$(STAMP)/venv: $(PINS)
 	$(PY) -m venv $(VENV)
-	$(PIP) install 'pip==24.2' 'setuptools==69.5.1' 'wheel==0.44.0'
+	$(PIP) install -c $(PINS) pip setuptools wheel
 	mkdir -p $(STAMP) && touch $@
 
-# torch first: mmcv's ops compile against it. 2.13.0 is the CPU wheel on these machines.
+# torch first: mmcv's ops compile against it.
 $(STAMP)/torch: $(STAMP)/venv
-	$(PIP) install 'torch==2.13.0'
+	$(PIP) install '$(TORCH_PIN)'
 	touch $@
 
-# numpy < 2 and the matching opencv: mmseg 1.2.2 / mmdet 3.3.0 predate numpy 2.
-# mmcv 2.1.0's setup.py imports pkg_resources, gone from setuptools >= 70; torch
-# pulled a newer one, so it is pinned back (torch only needs it for its own builds).
+# torch pulls a newer setuptools than mmcv's setup.py can use: pinned back
+# (torch only needs it for its own builds).
 $(STAMP)/mmcv: $(STAMP)/torch
-	$(PIP) install 'numpy==1.26.4' 'opencv-python==4.10.0.84' 'mmengine==0.10.7' 'ninja==1.11.1.1'
-	$(PIP) install --no-deps 'setuptools==69.5.1'
-	MMCV_WITH_OPS=1 MAX_JOBS=2 $(PIP) install --no-build-isolation 'mmcv==2.1.0'
+	$(PIP) install -c $(PINS) numpy opencv-python mmengine ninja
+	$(PIP) install -c $(PINS) --no-deps setuptools
+	MMCV_WITH_OPS=1 MAX_JOBS=2 $(PIP) install -c $(PINS) --no-build-isolation mmcv
 	touch $@
 
 $(STAMP)/mm: $(STAMP)/mmcv requirements/mminstall.txt
-	$(PIP) install 'mmsegmentation==1.2.2' 'mmdet==3.3.0' 'ftfy==6.2.3' 'regex==2024.9.11' \
-		'matplotlib==3.9.2' 'prettytable==3.11.0' 'scipy==1.14.1' 'pycocotools==2.0.8' \
-		'shapely==2.0.6' 'terminaltables==3.1.10' 'rich==13.8.1' 'tqdm==4.66.5'
+	$(PIP) install -c $(PINS) -r requirements/mminstall.txt
 	touch $@
 
-$(STAMP)/mmvim: $(STAMP)/mm setup.py requirements/tests.txt
-	$(PIP) install -r requirements/tests.txt
+# The editable install also compiles the CPU scan (mmvim/ops/csrc) for this
+# machine: rebuilt only when its sources, setup.py or the pins change.
+# triton and onnx are optional for users; the tests run the Triton kernels in
+# its interpreter and check an ONNX export with onnxruntime.
+TEST_EXTRAS := requirements/tests.txt requirements/triton.txt requirements/deploy.txt
+$(STAMP)/mmvim: $(STAMP)/mm setup.py $(TEST_EXTRAS) $(wildcard mmvim/ops/csrc/*)
+	$(PIP) install -c $(PINS) $(addprefix -r ,$(TEST_EXTRAS))
 	$(PIP) install --no-build-isolation --no-deps -e .
 	touch $@
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 demo: install

@@ -80,6 +80,8 @@ setup(
         'cuda': read_requirements('cuda.txt'),
         'tests': read_requirements('tests.txt'),
         'mm': read_requirements('mminstall.txt'),
+        'deploy': read_requirements('deploy.txt'),
+        'triton': read_requirements('triton.txt'),
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -1,0 +1,82 @@
+"""The selective scan alone: state updates per second of each ops backend on
+a Vim layer's shapes, beside what this machine can do at all (a large sgemm's
+FLOP rate and a large copy's bandwidth), measured in the same process."""
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+from mmvim import ops
+
+# A Vim layer: both directions' 2 x d_inner channels in one call, d_state 16.
+VIM_TINY_CHANNELS = 2 * 384
+D_STATE = 16
+
+
+def _median_seconds(step: Callable[[], None], repeats: int) -> float:
+    step()  # warm-up: first-call set-up, allocator, caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine_limits(repeats: int = 5) -> Dict[str, float]:
+    """sgemm GFLOP/s (2 n^3 per n x n product) and copy GB/s (read + write)."""
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    gemm = _median_seconds(lambda: torch.mm(a, b), repeats)
+    big = torch.empty(64 * 2**20 // 4)
+    out = torch.empty_like(big)
+    copy = _median_seconds(lambda: out.copy_(big), repeats)
+    return dict(sgemm_gflops=2 * n**3 / gemm / 1e9,
+                copy_gbps=2 * big.numel() * 4 / copy / 1e9)
+
+
+def scan_inputs(length: int, batch: int = 1, channels: int = VIM_TINY_CHANNELS,
+                dtype=torch.float32) -> Dict[str, torch.Tensor]:
+    """Random inputs of one fused two-direction Vim scan call."""
+    gen = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    return dict(u=randn(batch, channels, length),
+                delta=randn(batch, channels, length) * 0.5 - 2,
+                A=-torch.rand(channels, D_STATE, generator=gen) * 8,
+                B=randn(batch, 2, D_STATE, length),
+                C=randn(batch, 2, D_STATE, length),
+                D=randn(channels).float(),
+                z=randn(batch, channels // 2, length),
+                delta_bias=randn(channels).float() * 0.1)
+
+
+def scan_speed(backends: List[str], lengths: List[int], repeats: int = 5,
+               train: bool = False) -> List[Dict]:
+    """One row per (length, backend): seconds per call and state updates per
+    second (b * d * l * n per direction-channel; forward + backward when
+    ``train``, counting the forward's updates only)."""
+    rows = []
+    for length in lengths:
+        inputs = scan_inputs(length)
+        updates = inputs['u'].numel() * D_STATE
+        for backend in backends:
+            leaves = {k: v.clone().requires_grad_(train)
+                      for k, v in inputs.items()}
+
+            def step():
+                with ops.use_backend(backend):
+                    out = ops.bidirectional_selective_scan(
+                        **leaves, delta_softplus=True)
+                    if train:
+                        out.sum().backward()
+
+            seconds = _median_seconds(step, repeats)
+            rows.append(dict(backend=backend, length=length,
+                             mode='train' if train else 'inference',
+                             seconds=seconds,
+                             gupdates_per_s=updates / seconds / 1e9))
+    return rows

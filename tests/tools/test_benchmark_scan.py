@@ -1,0 +1,16 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[2] / 'tools' / 'analysis_tools'))
+import benchmark_scan  # noqa: E402
+
+
+def test_scan_benchmark_reports_every_backend_and_the_limits(capsys):
+    limits, rows = benchmark_scan.main(
+        ['--backends', 'torch', 'sequential', '--lengths', '3', '9',
+         '--repeats', '1', '--train'])
+    assert limits['sgemm_gflops'] > 0 and limits['copy_gbps'] > 0
+    assert [(r['length'], r['backend']) for r in rows] == [
+        (3, 'torch'), (3, 'sequential'), (9, 'torch'), (9, 'sequential')]
+    assert all(r['gupdates_per_s'] > 0 and r['mode'] == 'train' for r in rows)
+    assert 'G state updates/s' in capsys.readouterr().out
