@@ -118,7 +118,7 @@ def plot_curves(scalars: Scalars,
     out_file = Path(out_file)
     if out_file.exists() and not overwrite:
         raise FileExistsError(f'{out_file} already exists; choose another '
-                              'path or pass overwrite to replace it')
+                              'path or pass overwrite=True to replace it')
     if not scalars.train:
         raise ValueError('the log has no training record (no lr or loss): '
                          'nothing to draw')

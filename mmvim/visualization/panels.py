@@ -1,8 +1,8 @@
 """Side-by-side pictures a person can judge: input | ground truth | prediction.
 
 Each picture is enlarged by a whole factor (nearest neighbour, so every label
-pixel stays a block of one colour), titled, and the classes' colours are
-listed in a legend under the pictures. Drawn with matplotlib's Agg canvas
+pixel stays a block of one colour), titled, and the colours of the classes
+drawn are listed in a legend under the pictures. Drawn with matplotlib's Agg canvas
 (no pyplot, no display, no global backend switch).
 """
 import math
@@ -83,6 +83,13 @@ def _palette_for(classes: Sequence[str],
                          f'{len(classes)} classes, palette of shape '
                          f'{palette.shape}')
     return palette
+
+
+def _legend(classes: Sequence[str], colours: np.ndarray,
+            labels) -> List[Tuple[str, Colour]]:
+    """Legend entries of the classes drawn (a dataset may have 150)."""
+    return [(classes[label], tuple(colours[label]))
+            for label in sorted(set(int(label) for label in labels))]
 
 
 def _save_panel(pictures: List[np.ndarray],
@@ -181,7 +188,8 @@ def segmentation_panel(image,
         valid = labels != ignore_index
         painted[valid] = colours[labels[valid]]
         maps.append(painted)
-    legend = [(name, tuple(colour)) for name, colour in zip(classes, colours)]
+    present = np.union1d(np.unique(ground_truth), np.unique(prediction))
+    legend = _legend(classes, colours, present[present != ignore_index])
     if (np.asarray(ground_truth) == ignore_index).any():
         legend.append((IGNORED_NAME, IGNORED_COLOUR))
     pictures = [_enlarge(picture, scale) for picture in [image, *maps]]
@@ -262,6 +270,7 @@ def detection_panel(image,
         f'prediction, score >= {score_thr:g} '
         f'({len(shown.labels)} of {len(prediction.labels)})'
     ]
-    legend = [(name, tuple(colour)) for name, colour in zip(classes, colours)]
+    legend = _legend(classes, colours,
+                     np.union1d(ground_truth.labels, shown.labels))
     return _save_panel(pictures, titles, legend, out_file, overwrite,
                        draw_boxes)

@@ -6,8 +6,8 @@ from PIL import Image
 from mmvim.visualization import Instances, detection_panel, segmentation_panel
 from mmvim.visualization.panels import IGNORED_COLOUR, MARGIN, TITLE_HEIGHT
 
-CLASSES = ('sky', 'grass', 'water')
-PALETTE = [(128, 0, 255), (255, 140, 0), (0, 90, 255)]
+CLASSES = ('sky', 'grass', 'water', 'sun')
+PALETTE = [(128, 0, 255), (255, 140, 0), (0, 90, 255), (255, 255, 0)]
 HEIGHT, WIDTH, SCALE = 12, 16, 4
 
 
@@ -54,11 +54,12 @@ def test_segmentation_panel_layout_colours_and_legend(tmp_path):
     assert count(truth_area, IGNORED_COLOUR) == WIDTH * SCALE * SCALE
     assert count(predicted_area, PALETTE[2]) == (prediction == 2).sum() * 16
     assert count(truth_area, PALETTE[2]) == 0
-    # The legend under the pictures shows every class, present or not,
-    # and the ignored pixels' colour.
+    # The legend under the pictures shows the classes drawn (water only in
+    # the prediction) and the ignored pixels' colour, not the absent sun.
     legend = panel[TITLE_HEIGHT + HEIGHT * SCALE:]
-    for colour in PALETTE + [IGNORED_COLOUR]:
+    for colour in PALETTE[:3] + [IGNORED_COLOUR]:
         assert count(legend, colour) > 50, colour
+    assert count(panel, PALETTE[3]) == 0
 
 
 def test_segmentation_panel_refuses_bad_input_and_overwriting(tmp_path):
@@ -105,8 +106,9 @@ def test_detection_panel_draws_objects_above_the_score(tmp_path):
     assert count(predicted_area, blended[2]) == 0
     assert count(picture_area(panel, 0), blended[0]) == 0
     legend = panel[TITLE_HEIGHT + HEIGHT * SCALE:]
-    for colour in PALETTE:
+    for colour in (PALETTE[0], PALETTE[2]):
         assert count(legend, colour) > 50, colour
+    assert count(legend, PALETTE[1]) == 0  # no grass object anywhere
 
 
 def test_detection_panel_checks_labels_and_mask_size(tmp_path):
