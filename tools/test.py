@@ -11,8 +11,14 @@ import sys
 from mmengine.config import DictAction
 
 import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
-from mmvim.engine import (RunSetupError, build_runner, check_datasets_exist,
-                          load_config)
+from mmvim.runtime import (
+    CheckpointMismatchError,
+    OverwriteRefusedError,
+    RunSetupError,
+    build_runner,
+    check_datasets_exist,
+    load_config,
+)
 
 
 def parse_args():
@@ -71,6 +77,7 @@ def enable_visualization(cfg, show: bool, show_dir, wait_time: float):
         return
     # Absolute, so the mmdet hook does not nest it under the work dir.
     show_dir = osp.abspath(show_dir)
+    check_output_free(show_dir, '--show-dir')
     if is_detection(cfg):
         hook.test_out_dir = show_dir
     else:
@@ -91,7 +98,18 @@ def enable_tta(cfg) -> None:
     dataset.pipeline = cfg.tta_pipeline
 
 
+def check_output_free(path: str, option: str) -> None:
+    """Refuses an output path holding files: test.py never replaces
+    files it did not write."""
+    taken = osp.isfile(path) or (osp.isdir(path) and any(os.scandir(path)))
+    if taken:
+        raise RunSetupError(
+            f'{option} {path} already holds results; test.py does not '
+            'replace them. Choose another path or move them away.')
+
+
 def keep_predictions(cfg, out: str) -> None:
+    check_output_free(out, '--out')
     if is_detection(cfg):
         if not out.endswith(('.pkl', '.pickle')):
             raise RunSetupError('--out must name a .pkl file for detection')
@@ -127,7 +145,13 @@ def main():
         runner = build_runner(cfg)
     except RunSetupError as error:
         sys.exit(f'error: {error}')
-    return runner.test()
+    try:
+        # Loads the checkpoint through mmvim's CheckpointFormatHook: weights
+        # that do not fit the config stop the test instead of scoring a
+        # randomly initialised model.
+        return runner.test()
+    except (CheckpointMismatchError, OverwriteRefusedError) as error:
+        sys.exit(f'error: {error}')
 
 
 if __name__ == '__main__':

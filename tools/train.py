@@ -5,16 +5,23 @@ and metrics; the command line follows mmseg's and mmdet's ``tools/train.py``.
 """
 import argparse
 import os
-import os.path as osp
 import sys
 
 import torch
 from mmengine.config import DictAction
 
 import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
-from mmvim.engine import (RunSetupError, build_runner, check_checkpoints_kept,
-                          check_datasets_exist, check_pretrained_exist,
-                          load_config)
+from mmvim.runtime import (
+    CheckpointMismatchError,
+    OverwriteRefusedError,
+    RunSetupError,
+    apply_checkpoint_plan,
+    build_runner,
+    check_datasets_exist,
+    check_pretrained_exist,
+    load_config,
+    plan_checkpoints,
+)
 
 
 def parse_args():
@@ -29,8 +36,9 @@ def parse_args():
         nargs='?',
         const='auto',
         metavar='CHECKPOINT',
-        help='continue an interrupted run: alone, from the latest checkpoint '
-        'of the work dir; with a path, from that checkpoint')
+        help='continue an interrupted run: alone, from the newest checkpoint '
+        'of the work dir that loads (a new run if there is none); with a '
+        'path, from that checkpoint')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -74,21 +82,6 @@ def enable_amp(cfg) -> None:
         'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
 
 
-def apply_resume(cfg, resume):
-    """Puts --resume into the config; returns what the run continues from:
-    None (fresh run), 'auto' (latest checkpoint of the work dir) or a path.
-    """
-    if resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif resume:
-        if not osp.isfile(resume):
-            raise RunSetupError(f'--resume: no checkpoint at {resume}')
-        cfg.resume, cfg.load_from = True, resume
-    if not cfg.get('resume'):
-        return None
-    return cfg.get('load_from') or 'auto'
-
-
 def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.launcher,
@@ -96,14 +89,17 @@ def main():
     try:
         if args.amp:
             enable_amp(cfg)
-        resume_from = apply_resume(cfg, args.resume)
         check_datasets_exist(cfg, ('train_dataloader', 'val_dataloader'))
         check_pretrained_exist(cfg)
-        check_checkpoints_kept(cfg.work_dir, resume_from)
+        plan = plan_checkpoints(cfg, args.resume)
+        apply_checkpoint_plan(cfg, plan)
         runner = build_runner(cfg)
     except RunSetupError as error:
         sys.exit(f'error: {error}')
-    runner.train()
+    try:
+        runner.train()
+    except (CheckpointMismatchError, OverwriteRefusedError) as error:
+        sys.exit(f'error: {error}')
 
 
 if __name__ == '__main__':

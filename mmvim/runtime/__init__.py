@@ -5,18 +5,32 @@ data, atomic writes that overwrite nothing, explicit resume).
 
 ``import mmvim`` does not import this package; the tools do.
 """
-from .atomic_files import (OverwriteRefusedError, use_atomic_local_writes,
-                           write_atomically)
-from .checkpoint_loading import (CheckpointFormatHook, CheckpointMismatchError,
-                                 check_weights_fit, load_checkpoint_file,
-                                 load_fitting_weights,
-                                 use_safe_checkpoint_loaders)
-from .checkpoint_plan import (CheckpointPlan, apply_checkpoint_plan,
-                              checkpoint_layout, plan_checkpoints)
+from .atomic_files import (
+                           OverwriteRefusedError,
+                           use_atomic_local_writes,
+                           write_atomically,
+)
+from .checkpoint_loading import (
+                           CheckpointFormatHook,
+                           CheckpointMismatchError,
+                           check_weights_fit,
+                           load_checkpoint_file,
+                           load_fitting_weights,
+                           use_safe_checkpoint_loaders,
+)
+from .checkpoint_plan import (
+                           CheckpointPlan,
+                           apply_checkpoint_plan,
+                           checkpoint_layout,
+                           plan_checkpoints,
+)
 from .cpu_allocator import reuse_freed_cpu_memory
 from .cpu_distributed import CPUDistributedDataParallel, init_cpu_distributed
-from .run_guards import (RunSetupError, check_datasets_exist,
-                         check_pretrained_exist)
+from .run_guards import (
+                           RunSetupError,
+                           check_datasets_exist,
+                           check_pretrained_exist,
+)
 from .runner_setup import build_runner, load_config, prepare_process
 
 __all__ = [

@@ -213,9 +213,17 @@ def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _listed(keys: List[str], limit: int = 8) -> str:
+    """All keys if few, else their counts per top-level module with the
+    first of each (``decode_head.* (40 keys: decode_head.bottleneck...)``).
+    """
     keys = sorted(keys)
-    more = f', ... ({len(keys)} in all)' if len(keys) > limit else ''
-    return ', '.join(keys[:limit]) + more
+    if len(keys) <= limit:
+        return ', '.join(keys)
+    groups: dict = {}
+    for key in keys:
+        groups.setdefault(key.split('.')[0], []).append(key)
+    return ', '.join(f'{prefix}.* ({len(members)} keys: {members[0]}, ...)'
+                     for prefix, members in groups.items())
 
 
 def weight_mismatches(
@@ -303,5 +311,6 @@ class CheckpointFormatHook(Hook):
         to_plain_checkpoint(checkpoint)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        check_weights_fit(runner.model, checkpoint)
+        check_weights_fit(runner.model, checkpoint,
+                          runner.cfg.get('load_from'))
         restore_message_hub(checkpoint)

@@ -27,7 +27,8 @@ def reuse_freed_cpu_memory() -> bool:
     Process-wide: the process keeps its peak memory until it exits, as
     PyTorch's CUDA caching allocator does on the GPU. The CPU entry points
     of mmvim's tools call it (``mmvim.runtime.build_runner``); call it
-    yourself for CPU training in your own scripts. Returns False where it cannot apply (no glibc), True otherwise.
+    yourself for CPU training in your own scripts. Returns False where it
+    cannot apply (no glibc), True otherwise.
     """
     if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
         return False

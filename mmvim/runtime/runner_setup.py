@@ -12,8 +12,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .atomic_files import use_atomic_local_writes
-from .checkpoint_loading import (CheckpointFormatHook,
-                                 use_safe_checkpoint_loaders)
+from .checkpoint_loading import (
+    CheckpointFormatHook,
+    use_safe_checkpoint_loaders,
+)
 from .cpu_allocator import reuse_freed_cpu_memory
 from .cpu_distributed import init_cpu_distributed
 

@@ -5,8 +5,10 @@ picture's size before taking the arg-max, and keeps them in the result: for
 a 4000x3000 picture and ADE20K's 150 classes, 7.2 GB of float32. The labels
 need only the running maximum: :func:`upsampled_argmax` upsamples a few
 classes at a time with the same ``F.interpolate`` call and keeps the best
-so far, which gives the very labels of the full tensor (each class plane is
-interpolated on its own, and ties keep the lower class, as ``argmax``).
+so far. Every call takes the same number of classes, at least
+:data:`MIN_CLASSES_PER_CALL` (torch's CPU kernel rounds differently for
+exactly 3 planes), and ties keep the lower class, as ``argmax``: the labels
+are those of the full tensor (tests/runtime/test_segmentation.py).
 """
 from typing import Sequence
 
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 
 # Upsampled logits held at once, in bytes.
 CHUNK_BYTES = 256 << 20
+# Fewer classes per interpolate call could take another kernel path.
+MIN_CLASSES_PER_CALL = 8
 
 
 def upsampled_argmax(logits: torch.Tensor, size: Sequence[int],
@@ -28,9 +32,13 @@ def upsampled_argmax(logits: torch.Tensor, size: Sequence[int],
     """
     classes = logits.shape[1]
     height, width = size
-    chunk = max(1, CHUNK_BYTES // (height * width * logits.element_size()))
+    chunk = CHUNK_BYTES // (height * width * logits.element_size())
+    chunk = min(classes, max(MIN_CLASSES_PER_CALL, chunk))
     best_value = best_index = None
-    for first in range(0, classes, chunk):
+    # The last call overlaps the one before rather than taking fewer
+    # classes; classes seen twice cannot win twice (strictly greater).
+    starts = list(range(0, classes - chunk, chunk)) + [classes - chunk]
+    for first in starts:
         upsampled = F.interpolate(
             logits[:, first:first + chunk].contiguous(),
             size=(height, width),

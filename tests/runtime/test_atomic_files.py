@@ -10,8 +10,11 @@ import pytest
 import torch
 from mmengine.runner.checkpoint import save_checkpoint
 
-from mmvim.runtime import (OverwriteRefusedError, use_atomic_local_writes,
-                           write_atomically)
+from mmvim.runtime import (
+    OverwriteRefusedError,
+    use_atomic_local_writes,
+    write_atomically,
+)
 from mmvim.runtime.atomic_files import stale_temporaries
 
 # Saves a checkpoint through mmengine as the CheckpointHook does, and is

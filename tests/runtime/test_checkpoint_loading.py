@@ -13,9 +13,13 @@ from mmengine.runner import CheckpointLoader, Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch.utils.data import Dataset
 
-from mmvim.runtime import (CheckpointFormatHook, CheckpointMismatchError,
-                           check_weights_fit, load_checkpoint_file,
-                           prepare_process)
+from mmvim.runtime import (
+    CheckpointFormatHook,
+    CheckpointMismatchError,
+    check_weights_fit,
+    load_checkpoint_file,
+    prepare_process,
+)
 from mmvim.runtime.checkpoint_loading import MMENGINE_SCHEMES
 
 

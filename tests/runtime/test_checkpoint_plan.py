@@ -6,8 +6,12 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmvim.runtime import (RunSetupError, apply_checkpoint_plan,
-                           checkpoint_layout, plan_checkpoints)
+from mmvim.runtime import (
+    RunSetupError,
+    apply_checkpoint_plan,
+    checkpoint_layout,
+    plan_checkpoints,
+)
 
 
 def run_cfg(work_dir, **checkpoint_hook):

@@ -3,8 +3,11 @@ checkpoints."""
 import pytest
 from mmengine.config import Config
 
-from mmvim.runtime import (RunSetupError, check_datasets_exist,
-                           check_pretrained_exist)
+from mmvim.runtime import (
+    RunSetupError,
+    check_datasets_exist,
+    check_pretrained_exist,
+)
 
 
 def ade_like_cfg(data_root):

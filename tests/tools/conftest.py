@@ -38,6 +38,34 @@ def tiny_config(tiny_ade20k_root, monkeypatch):
 
 
 @pytest.fixture
+def random_checkpoint(tiny_config, tmp_path):
+    """Saves the tiny config's untrained model as the Runner does (weights
+    and class names); returns the path. ``edit(state_dict)`` may change the
+    weights first."""
+
+    def save(name='random.pth', edit=None):
+        import torch
+        from mmengine.config import Config
+        from mmengine.registry import init_default_scope
+        from mmseg.datasets import ADE20KDataset
+        from mmseg.registry import MODELS
+
+        import mmvim  # noqa: F401  registers VisionMamba
+        init_default_scope('mmseg')
+        model = MODELS.build(Config.fromfile(tiny_config).model)
+        state_dict = model.state_dict()
+        if edit is not None:
+            edit(state_dict)
+        path = tmp_path / name
+        torch.save(
+            dict(state_dict=state_dict,
+                 meta=dict(dataset_meta=ADE20KDataset.METAINFO)), path)
+        return path
+
+    return save
+
+
+@pytest.fixture
 def tool_module():
     """Loads a script under tools/ as a module (they are not a package)."""
     return _load_script

@@ -1,36 +1,26 @@
-"""tools/demo/image_demo.py paints a segmentation over a picture."""
+"""tools/demo/image_demo.py paints a segmentation over a picture, from
+weights that fit the config only, and names the pictures it cannot use."""
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from PIL import Image
 
-import mmvim  # noqa: F401  registers VisionMamba
+SCRIPT = 'tools/demo/image_demo.py'
 
 
-def save_random_checkpoint(config, path):
-    """An untrained model, saved with the class names as the Runner does."""
-    from mmseg.datasets import ADE20KDataset
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    model = MODELS.build(Config.fromfile(config).model)
-    torch.save(
-        dict(
-            state_dict=model.state_dict(),
-            meta=dict(dataset_meta=ADE20KDataset.METAINFO)), path)
-
-
-def test_writes_blended_png_of_picture_size(tmp_path, tiny_config, tool_main):
-    checkpoint = tmp_path / 'random.pth'
-    save_random_checkpoint(tiny_config, checkpoint)
-    picture = tmp_path / 'street.jpg'
+def noise_picture(path, height, width):
     Image.fromarray(
-        np.random.default_rng(0).integers(0, 255, (40, 56, 3),
-                                          dtype=np.uint8)).save(picture)
+        np.random.default_rng(0).integers(0, 255, (height, width, 3),
+                                          dtype=np.uint8)).save(path)
+    return path
+
+
+def test_writes_blended_png_of_picture_size(tmp_path, tiny_config,
+                                            random_checkpoint, tool_main):
+    picture = noise_picture(tmp_path / 'street.jpg', 40, 56)
     out = tmp_path / 'out'
-    args = ('tools/demo/image_demo.py', tiny_config, checkpoint, picture,
-            '--out', out, '--device', 'cpu')
+    args = (SCRIPT, tiny_config, random_checkpoint(), picture, '--out', out,
+            '--device', 'cpu')
 
     tool_main(*args)
     painted = Image.open(out / 'street.png')
@@ -45,3 +35,47 @@ def test_writes_blended_png_of_picture_size(tmp_path, tiny_config, tool_main):
     with pytest.raises(SystemExit, match='--overwrite'):
         tool_main(*args)
     assert (out / 'street.png').read_bytes() == before
+
+
+def test_weights_that_do_not_fit_stop_the_demo(tmp_path, tiny_config,
+                                               random_checkpoint, tool_main):
+
+    def narrower_embedding(state_dict):
+        state_dict['backbone.pos_embed'] = torch.zeros(1, 5, 8)
+
+    picture = noise_picture(tmp_path / 'street.jpg', 40, 56)
+    with pytest.raises(SystemExit) as stop:
+        tool_main(SCRIPT, tiny_config,
+                  random_checkpoint('narrow.pth', narrower_embedding),
+                  picture, '--out', tmp_path / 'out', '--device', 'cpu')
+    assert 'backbone.pos_embed (1, 5, 8) vs' in str(stop.value.code)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_pictures_it_cannot_use_are_named(tmp_path, tiny_config,
+                                         random_checkpoint, tool_main):
+    empty = tmp_path / 'empty.jpg'
+    empty.touch()
+    with pytest.raises(SystemExit, match=f'empty .0-byte. picture: {empty}'):
+        tool_main(SCRIPT, tiny_config, random_checkpoint(), empty, '--out',
+                  tmp_path / 'out')
+    not_a_picture = tmp_path / 'notes.jpg'
+    not_a_picture.write_text('not a picture')
+    with pytest.raises(SystemExit,
+                       match=f'{not_a_picture} cannot be decoded'):
+        tool_main(SCRIPT, tiny_config, random_checkpoint(), not_a_picture,
+                  '--out', tmp_path / 'out', '--device', 'cpu')
+
+
+def test_too_small_picture_is_named_with_its_size(tmp_path, tiny_config,
+                                                  random_checkpoint,
+                                                  tool_main):
+    # the tiny config does not resize: 20x20 gives a 1x1 feature map, which
+    # the neck's 0.5x level cannot pool
+    picture = noise_picture(tmp_path / 'thumb.png', 20, 20)
+    with pytest.raises(SystemExit) as stop:
+        tool_main(SCRIPT, tiny_config, random_checkpoint(), picture,
+                  '--out', tmp_path / 'out', '--device', 'cpu')
+    message = str(stop.value.code)
+    assert f'{picture} (20x20) could not be predicted' in message
+    assert 'resizes it' in message

@@ -33,3 +33,23 @@ def test_publish_rejects_non_checkpoints(tmp_path):
     torch.save({'weight': torch.zeros(1)}, bare)
     with pytest.raises(ValueError, match='not an mmengine checkpoint'):
         publish_model.publish(str(bare), str(tmp_path / 'out.pth'))
+
+
+def test_release_holds_no_paths_of_the_training_machine(tmp_path):
+    work_dir, data_root = tmp_path / 'work_dirs/run', tmp_path / 'data/ade'
+    source = tmp_path / 'iter_10.pth'
+    torch.save({
+        'state_dict': {'w': torch.zeros(2)},
+        'meta': {'iter': 10, 'seed': 0,
+                 'cfg': f"data_root = '{data_root}'\nwork_dir = '{work_dir}'",
+                 'experiment_name': f'{work_dir}/20260101_000000',
+                 'dataset_meta': {'classes': ('wall', 'floor')}},
+        'message_hub': {'log_scalars': {}, 'runtime_info': {
+            'last_ckpt': f'{work_dir}/iter_10.pth'}, 'resumed_keys': {}},
+    }, source)
+    final = publish_model.publish(str(source), str(tmp_path / 'release.pth'))
+    assert str(tmp_path).encode() not in final.read_bytes()
+    published = torch.load(final, weights_only=True)
+    assert published['meta'] == {
+        'iter': 10, 'seed': 0, 'dataset_meta': {'classes': ('wall', 'floor')}}
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(final) == []

@@ -2,6 +2,8 @@
 
 Segmentation configs (default_scope mmseg) get the predicted mask blended
 over the picture; detection configs (mmdet) get boxes and instance masks.
+The checkpoint must fit the config exactly (an error names the keys that do
+not), and is read weights-only.
 
     python tools/demo/image_demo.py CONFIG CHECKPOINT a.jpg [b.jpg ...] \\
         --out outputs/demo
@@ -9,14 +11,21 @@ over the picture; detection configs (mmdet) get boxes and instance masks.
 import argparse
 import os.path as osp
 import sys
+import warnings
 from pathlib import Path
 
+import cv2
 import mmcv
 import torch
 from mmengine.config import Config
 
 import mmvim  # noqa: F401  registers the Vim backbone and neck
-from mmvim.engine import allow_mmengine_checkpoints
+from mmvim.runtime import (
+    CheckpointMismatchError,
+    load_fitting_weights,
+    prepare_process,
+)
+from mmvim.runtime.segmentation import predict_segmentation
 
 
 def parse_args():
@@ -69,25 +78,59 @@ def output_paths(images, out: str, overwrite: bool):
     return paths
 
 
+def load_model(init, config, args):
+    """The task library's model, with the checkpoint's weights only if they
+    fit, and the class names and palette the checkpoint was trained with."""
+    with warnings.catch_warnings():
+        # init_detector without a checkpoint warns that it uses COCO's
+        # classes; the checkpoint's come next.
+        warnings.simplefilter('ignore')
+        model = init(config, None, device=args.device)
+    checkpoint = load_fitting_weights(model, args.checkpoint)
+    dataset_meta = (checkpoint.get('meta') or {}).get('dataset_meta')
+    if not dataset_meta:
+        raise ValueError(f'{args.checkpoint} has no meta.dataset_meta (the '
+                         'class names); use a checkpoint saved by '
+                         'tools/train.py or tools/model_converters/'
+                         'publish_model.py.')
+    model.dataset_meta = {
+        key.lower(): value
+        for key, value in dataset_meta.items()
+    }
+    return model
+
+
 def segmentation_painter(config, args):
-    from mmseg.apis import inference_model, init_model
+    from mmseg.apis import init_model
     from mmseg.visualization import SegLocalVisualizer
-    model = init_model(config, args.checkpoint, device=args.device)
+    model = load_model(init_model, config, args)
     visualizer = SegLocalVisualizer(
         name='mmvim_image_demo', alpha=args.opacity)
     visualizer.dataset_meta = model.dataset_meta
-    return model, inference_model, visualizer, {}
+    return model, predict_segmentation, visualizer, {}
 
 
 def detection_painter(config, args):
     from mmdet.apis import inference_detector, init_detector
     from mmdet.visualization import DetLocalVisualizer
-    model = init_detector(config, args.checkpoint, device=args.device)
+    model = load_model(init_detector, config, args)
     visualizer = DetLocalVisualizer(
         name='mmvim_image_demo', alpha=args.opacity)
     visualizer.dataset_meta = model.dataset_meta
     return model, inference_detector, visualizer, dict(
         pred_score_thr=args.score_thr)
+
+
+def read_picture(path: str):
+    """The picture as an RGB array; a clear error for a file that is not a
+    picture (OpenCV would fail later without naming it)."""
+    try:
+        image = mmcv.imread(path, channel_order='rgb')
+    except cv2.error:  # decoded to nothing, then colour-converted
+        image = None
+    if image is None:
+        raise ValueError(f'{path} cannot be decoded as a picture')
+    return image
 
 
 def main():
@@ -99,16 +142,34 @@ def main():
     missing = [image for image in args.images if not osp.isfile(image)]
     if missing:
         sys.exit(f'error: no such picture: {", ".join(missing)}')
+    empty = [image for image in args.images if osp.getsize(image) == 0]
+    if empty:
+        sys.exit(f'error: empty (0-byte) picture: {", ".join(empty)}')
 
-    allow_mmengine_checkpoints()
+    prepare_process()
     config = Config.fromfile(args.config)
     make_painter = (
         detection_painter if config.get('default_scope') == 'mmdet' else
         segmentation_painter)
-    model, predict, visualizer, draw_options = make_painter(config, args)
+    try:
+        model, predict, visualizer, draw_options = make_painter(config, args)
+    except (ValueError, FileNotFoundError, CheckpointMismatchError) as error:
+        sys.exit(f'error: {error}')
     for image_path, out_path in zip(args.images, paths):
-        result = predict(model, image_path)
-        image = mmcv.imread(image_path, channel_order='rgb')
+        try:
+            image = read_picture(image_path)
+        except ValueError as error:
+            sys.exit(f'error: {error}')
+        try:
+            result = predict(model, image_path)
+        except RuntimeError as error:
+            height, width = image.shape[:2]
+            hint = (' The picture is smaller than the model can take: use a '
+                    'config whose test pipeline resizes it (the ADE20K and '
+                    'COCO configs do), or a larger picture.'
+                    if 'too small' in str(error) else '')
+            sys.exit(f'error: {image_path} ({width}x{height}) could not be '
+                     f'predicted: {error}.{hint}')
         out_path.parent.mkdir(parents=True, exist_ok=True)
         visualizer.add_datasample(
             out_path.stem,
