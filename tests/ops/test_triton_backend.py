@@ -70,14 +70,15 @@ def run(backend, inputs, delta_softplus, grad_out=None, bidirectional=False):
     return out, dict(zip(tensors, grads))
 
 
-def assert_matches_sequential(inputs, delta_softplus=True, tolerance=1e-5,
-                              bidirectional=False):
-    """Output and every input's gradient equal the plain loop's."""
-    expected, _ = run('sequential', inputs, delta_softplus,
+def assert_matches(inputs, delta_softplus=True, tolerance=1e-5,
+                   bidirectional=False, reference='sequential'):
+    """Output and every input's gradient equal the plain loop's (or those
+    of the ``reference`` backend)."""
+    expected, _ = run(reference, inputs, delta_softplus,
                       bidirectional=bidirectional)
     grad_out = torch.randn(expected.shape, generator=torch.Generator(
     ).manual_seed(1)).to(expected)
-    _, expected_grads = run('sequential', inputs, delta_softplus, grad_out,
+    _, expected_grads = run(reference, inputs, delta_softplus, grad_out,
                             bidirectional)
     out, grads = run('triton', inputs, delta_softplus, grad_out,
                      bidirectional)
@@ -115,7 +116,7 @@ def test_forced_triton_backend_runs_on_this_device():
 @pytest.mark.parametrize('groups', [None, 2])
 @pytest.mark.parametrize('length', [1, 2, 3, 128, 300])
 def test_matches_sequential_loop_with_every_option(length, groups):
-    assert_matches_sequential(make_inputs(length=length, groups=groups))
+    assert_matches(make_inputs(length=length, groups=groups))
 
 
 @pytest.mark.parametrize('groups', [None, 2])
@@ -125,7 +126,7 @@ def test_matches_sequential_loop_without_options(length, groups):
     # Without softplus the time steps are taken as given: positive ones.
     inputs.update(D=None, z=None, delta_bias=None,
                   delta=inputs['delta'].abs())
-    assert_matches_sequential(inputs, delta_softplus=False)
+    assert_matches(inputs, delta_softplus=False)
 
 
 @pytest.mark.parametrize('tiles', [(16, 8, 16), (4, 2, 8)])
@@ -138,7 +139,7 @@ def test_several_channel_blocks_and_chunks(monkeypatch, tiles,
     monkeypatch.setattr(triton_scan, 'TILES', triton_scan.Tiles(*tiles))
     inputs = make_inputs(batch=1, channels=24, length=45,
                          bidirectional=bidirectional)
-    assert_matches_sequential(inputs, bidirectional=bidirectional)
+    assert_matches(inputs, bidirectional=bidirectional)
 
 
 @pytest.mark.parametrize('missing', ['D', 'z', 'delta_bias', 'softplus'])
@@ -148,7 +149,7 @@ def test_matches_sequential_loop_without_one_option(missing):
         inputs['delta'] = inputs['delta'].abs()
     else:
         inputs[missing] = None
-    assert_matches_sequential(inputs, delta_softplus=missing != 'softplus')
+    assert_matches(inputs, delta_softplus=missing != 'softplus')
 
 
 @pytest.mark.parametrize('length', [1, 2, 37])
@@ -178,14 +179,14 @@ def test_two_directions_in_one_call_equal_two_calls(length):
         torch.testing.assert_close(fused[:, part * half:(part + 1) * half],
                                    expected, rtol=1e-6, atol=1e-6)
     # Gradients (z shared by both halves) against the flipping reference.
-    assert_matches_sequential(inputs, bidirectional=True)
+    assert_matches(inputs, bidirectional=True)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_low_precision_inputs_scan_in_float32(dtype):
     # The loop also scans in float32 from the same rounded inputs: only the
     # rounding of the outputs and gradients to ``dtype`` differs.
-    assert_matches_sequential(make_inputs(length=40, dtype=dtype),
+    assert_matches(make_inputs(length=40, dtype=dtype),
                               tolerance=1e-2)
 
 
@@ -207,7 +208,7 @@ def test_strided_inputs_as_the_mixer_passes_them():
 def test_strong_decay_over_long_sequences_stays_finite():
     inputs = make_inputs(length=150, delta_scale=30.)
     inputs['A'] = inputs['A'] * 50
-    assert_matches_sequential(inputs, delta_softplus=True, tolerance=1e-4)
+    assert_matches(inputs, delta_softplus=True, tolerance=1e-4)
 
 
 def test_float64_gradcheck():
@@ -220,6 +221,19 @@ def test_float64_gradcheck():
         assert torch.autograd.gradcheck(
             lambda *args: ops.selective_scan(*args, delta_softplus=True),
             tuple(inputs.values()), fast_mode=True)
+
+
+@pytest.mark.skipif(INTERPRETED, reason='compiled kernels on a GPU only '
+                    '(TRITON_INTERPRET=0)')
+@pytest.mark.parametrize('bidirectional', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_matches_torch_backend_at_vim_tiny_sizes(dtype, bidirectional):
+    # A Vim-Ti layer: 2 x 384 channels, 16 states, 197 tokens (224 px).
+    inputs = make_inputs(batch=2, channels=768, length=197, state=16,
+                         dtype=dtype, bidirectional=bidirectional)
+    assert_matches(
+        inputs, bidirectional=bidirectional, reference='torch',
+        tolerance=1e-4 if dtype == torch.float32 else 1e-2)
 
 
 @triton.jit
