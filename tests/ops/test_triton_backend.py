@@ -289,6 +289,8 @@ def test_unavailable_without_a_gpu_unless_interpreted():
     assert 'no CUDA GPU' in out
 
 
+@pytest.mark.skipif(not INTERPRETED,
+                    reason='on a GPU every other test compiles the kernels')
 def test_kernels_compile_for_a_gpu():
     # The interpreter runs any Python; this compiles the kernels as a GPU
     # would (to Hopper cubins, with the ptxas triton ships), so code that
