@@ -62,6 +62,7 @@ def test_tiny_detector_has_the_vitdet_heads(tiny_detector):
         for mask_head in roi_head.mask_head)
 
 
+@pytest.mark.slow  # the full 65M-parameter detector end to end on a CPU
 def test_tiny_detector_predicts_on_a_non_square_image(tiny_detector):
     from mmdet.structures import DetDataSample
     tiny_detector.test_cfg.rpn.update(nms_pre=100, max_per_img=100)
