@@ -21,7 +21,6 @@ model = dict(
     decode_head=dict(in_channels=[dims] * 4, channels=dims),
     auxiliary_head=dict(in_channels=dims, channels=dims),
     test_cfg=dict(_delete_=True, mode='whole'))
-optim_wrapper = dict(paramwise_cfg=dict(num_layers=4))
 param_scheduler = None
 train_pipeline = [
     dict(type='LoadImageFromFile'),
