@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from mmvim.analysis.workloads import build_workload, parse_model
+
+
+def test_model_names_parse_and_unknown_ones_fail():
+    spec = parse_model('vim-small-twocall@sequential')
+    assert (spec.family, spec.arch, spec.two_call,
+            spec.backend) == ('vim', 'small', True, 'sequential')
+    assert parse_model('vim-tiny@cpu').backend == 'cpu'
+    assert parse_model('vim-base').backend == ''
+    assert parse_model('deit-tiny').family == 'deit'
+    assert parse_model('config:a/b.py@cuda').config == 'a/b.py'
+    for bad in ('vim-huge', 'vim-tiny-fast', 'vim-tiny-twocall-twocall',
+                'deit-base', 'deit-tiny@cuda', 'vim-tiny@gpu',
+                'vim-tiny-sequential', 'resnet50'):
+        with pytest.raises(ValueError):
+            parse_model(bad)
+
+
+def test_bf16_train_step_runs_on_the_named_backend():
+    from mmvim import ops
+    with ops.use_backend(None):  # restores this process's choice after
+        workload = build_workload(parse_model('vim-tiny-twocall@torch'), 32,
+                                  batch=1, dtype='bf16', mode='train',
+                                  device=torch.device('cpu'))
+        assert ops.requested_backend() == 'torch'
+        workload.step()
+    assert workload.implementation == 'mmvim two-call'
+    assert workload.backend == 'torch'
+
+
+def test_inference_step_of_deit_has_no_backend():
+    workload = build_workload(parse_model('deit-tiny'), 32, batch=2,
+                              dtype='fp32', mode='inference',
+                              device=torch.device('cpu'))
+    assert workload.backend == '-'
+    workload.step()
