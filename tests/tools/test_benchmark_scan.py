@@ -1,11 +1,6 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[2] / 'tools' / 'analysis_tools'))
-import benchmark_scan  # noqa: E402
-
-
-def test_scan_benchmark_reports_every_backend_and_the_limits(capsys):
+def test_scan_benchmark_reports_every_backend_and_the_limits(
+        tool_module, capsys):
+    benchmark_scan = tool_module('tools/analysis_tools/benchmark_scan.py')
     limits, rows = benchmark_scan.main(
         ['--backends', 'torch', 'sequential', '--lengths', '3', '9',
          '--repeats', '1', '--train'])

@@ -1,0 +1,19 @@
+import torch
+
+from mmvim import ops
+from mmvim.analysis.scan_speed import D_STATE, VIM_TINY_CHANNELS, scan_inputs
+
+
+def test_inputs_are_one_fused_two_direction_call_and_repeatable():
+    inputs = scan_inputs(length=5, batch=2)
+    assert inputs['u'].shape == (2, VIM_TINY_CHANNELS, 5)
+    assert inputs['A'].shape == (VIM_TINY_CHANNELS, D_STATE)
+    assert inputs['B'].shape == (2, 2, D_STATE, 5)
+    assert inputs['z'].shape == (2, VIM_TINY_CHANNELS // 2, 5)
+    assert (inputs['A'] < 0).all()  # decaying states
+    again = scan_inputs(length=5, batch=2)
+    assert all(torch.equal(inputs[key], again[key]) for key in inputs)
+    with ops.use_backend('torch'):
+        out = ops.bidirectional_selective_scan(**inputs, delta_softplus=True)
+    assert out.shape == (2, VIM_TINY_CHANNELS, 5)
+    assert torch.isfinite(out).all()
