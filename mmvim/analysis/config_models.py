@@ -5,10 +5,11 @@ import torch
 
 def build_config_model(config: str):
     """(model, scope): the model of an mmseg / mmdet config, SyncBN as BN."""
-    import mmvim  # noqa: F401 - registers VisionMamba & co.
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import MODELS, init_default_scope
+
+    import mmvim  # noqa: F401 - registers VisionMamba & co.
     cfg = Config.fromfile(config)
     scope = cfg.get('default_scope', 'mmseg')
     init_default_scope(scope)

@@ -10,8 +10,10 @@ from typing import Dict, Tuple
 import torch
 
 from mmvim.analysis.complexity import count_complexity
-from mmvim.analysis.config_models import (build_config_model,
-                                         synthetic_data_samples)
+from mmvim.analysis.config_models import (
+    build_config_model,
+    synthetic_data_samples,
+)
 
 
 def build_target(args) -> Tuple[torch.nn.Module, Tuple, str]:
