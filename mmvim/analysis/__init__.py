@@ -1,3 +1,16 @@
-"""What the analysis tools (tools/analysis_tools) measure with: FLOP counting,
-synthetic inputs for whole configs. Not imported by ``import mmvim``; some of
-it needs mmseg / mmdet, imported where used."""
+"""What the analysis tools (tools/analysis_tools) measure with. Not imported
+by ``import mmvim``; everything needs only torch and mmengine except
+config_models' mmseg / mmdet batches and speed_memory_plot's matplotlib,
+each imported where used.
+
+- complexity, flop_count_backend: parameters and FLOPs, the scan counted;
+- config_models: whole mmseg / mmdet models and synthetic batches for them;
+- deit: the DeiT baseline with fused attention;
+- workloads: model names (``vim-tiny@torch``, ...) and their step functions;
+- measurement: one timed measurement with its peak memory, in this process;
+- isolated_run: each measurement in a fresh process, under a time and RSS
+  watchdog;
+- benchmark_results: results files, ratios to a baseline, tables;
+- speed_memory_plot: the Vim paper's Figure 1 from results;
+- scan_speed: the selective scan alone against the machine's limits.
+"""
