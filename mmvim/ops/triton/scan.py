@@ -134,7 +134,9 @@ class SelectiveScanTriton(torch.autograd.Function):
         grad_delta = torch.empty(delta.shape, dtype=delta.dtype,
                                  device=u.device)
         # One row per scanned channel: both directions of a shared z add.
-        grad_z_rows = launch.new(u, batch, channels, length)
+        # Without z the kernel writes none: any pointer does.
+        grad_z_rows = grad_u if z is None else launch.new(
+            u, batch, channels, length)
         grad_A_rows = launch.new(u, batch, channels, launch.d_state)
         grad_D_rows = launch.new(u, batch, channels)
         grad_bias_rows = launch.new(u, batch, channels)
