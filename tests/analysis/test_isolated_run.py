@@ -1,5 +1,7 @@
 """The watchdog's outcomes other than a result: time out, memory cap, and a
 worker that crashes (the ok path: tests/tools/test_benchmark.py)."""
+import pytest
+
 from mmvim.analysis.isolated_run import run_isolated
 
 TASK = dict(model='vim-tiny', resolution=32, batch_size=1, dtype='fp32',
@@ -21,6 +23,7 @@ def test_a_measurement_over_its_rss_cap_is_an_oom():
     assert outcome['peak_memory_mb'] > 1
 
 
+@pytest.mark.slow  # the worker imports mmvim before it fails
 def test_a_crashing_worker_is_an_error_with_its_stderr():
     broken = {key: value for key, value in TASK.items() if key != 'threads'}
     outcome = run_isolated(broken, timeout_s=120)

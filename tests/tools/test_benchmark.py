@@ -25,6 +25,7 @@ def read_csv(path):
         return reader.fieldnames, list(reader)
 
 
+@pytest.mark.slow  # two measurements, each in its own process
 def test_run_writes_csv_json_png_and_ratios(benchmark, tmp_path, capsys):
     out_dir = benchmark.main([
         '--models', 'vim-tiny@torch', 'vim-tiny@sequential', '--resolutions',
@@ -128,6 +129,7 @@ print('ok')
 '''
 
 
+@pytest.mark.slow  # a fresh interpreter builds and runs two models
 def test_measures_with_torch_and_mmengine_alone(run_tool):
     result = run_tool(['-c', WITHOUT_OPTIONAL_LIBRARIES])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,6 +12,7 @@ def get_flops(tool_module):
     return tool_module('tools/analysis_tools/get_flops.py')
 
 
+@pytest.mark.slow  # traces the whole 24-layer Vim-Ti
 def test_command_line_backbone(get_flops, capsys):
     stats = get_flops.main(['--backbone', 'tiny', '--shape', '64'])
     # Released Vim-Ti: 7,148,008 with the 1000-class head (193,000) and a
@@ -21,6 +22,7 @@ def test_command_line_backbone(get_flops, capsys):
     assert 'selective scan' in out and 'parameters: 6.920 M' in out
 
 
+@pytest.mark.slow  # traces UperNet + Vim-Ti
 def test_command_line_segmentation_config(get_flops):
     pytest.importorskip('mmseg')
     stats = get_flops.main(
