@@ -1,0 +1,251 @@
+"""Export a Vim segmentor (or any config's Vim backbone alone) to ONNX.
+
+The graph takes one fixed-size batch of RGB pictures, float32 in 0..255,
+shape (N, 3, H, W), and normalises them with the config's
+``data_preprocessor`` mean and std itself. It returns the segmentor's class
+logits at the input size (N, classes, H, W) or, with ``--backbone-only``, the
+backbone's feature maps. The export traces mmvim's portable ops (the
+compiled and Triton kernels cannot be traced). The file is then checked with
+``onnx.checker``, run with onnxruntime on the CPU and compared with PyTorch
+on the same random pictures:
+
+    python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT \\
+        --shape 512 512 --out vim_tiny_512.onnx [--backbone-only]
+
+Needs the deploy extras: ``pip install -e .[deploy]``.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config, DictAction
+from torch import nn
+
+import mmvim  # noqa: F401  registers the Vim backbone and neck
+from mmvim.ops import use_backend
+from mmvim.runtime import prepare_process
+
+# Portable backends that trace into plain ONNX operators, best first:
+# see docs/deployment.md for the graph sizes and errors behind the order.
+TRACEABLE_BACKENDS = ('torch', 'sequential')
+DEFAULT_OPSET = 18
+DEFAULT_MAX_ERROR = 1e-4
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config file path')
+    parser.add_argument(
+        'checkpoint',
+        nargs='?',
+        help='checkpoint to export; without it the weights stay as the '
+        'model is built (for trying the export out, not for deployment)')
+    parser.add_argument(
+        '--out', required=True, help='the .onnx file to write')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=(512, 512),
+        metavar=('HEIGHT', 'WIDTH'),
+        help='fixed input size (default: %(default)s)')
+    parser.add_argument(
+        '--batch-size', type=int, default=1, help='fixed batch size')
+    parser.add_argument(
+        '--backbone-only',
+        action='store_true',
+        help="export the config's backbone alone (any mmseg or mmdet "
+        'config); its feature maps are the outputs')
+    parser.add_argument(
+        '--opset',
+        type=int,
+        default=DEFAULT_OPSET,
+        help='ONNX opset version (default: %(default)s)')
+    parser.add_argument(
+        '--backend',
+        choices=TRACEABLE_BACKENDS,
+        default=TRACEABLE_BACKENDS[0],
+        help='mmvim ops backend the graph is traced through '
+        '(default: %(default)s)')
+    parser.add_argument(
+        '--max-error',
+        type=float,
+        default=DEFAULT_MAX_ERROR,
+        help='largest accepted max|onnxruntime - PyTorch| / max|PyTorch| '
+        'per output; above it the command fails (default: %(default)s)')
+    parser.add_argument(
+        '--skip-check',
+        action='store_true',
+        help='only export: no onnx.checker, onnxruntime or comparison')
+    parser.add_argument(
+        '--overwrite', action='store_true', help='replace an existing --out')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. model.backbone.init_cfg=None')
+    return parser.parse_args(argv)
+
+
+class Normalised(nn.Module):
+    """Runs ``network`` on RGB 0..255 pictures normalised as in training."""
+
+    def __init__(self, network: nn.Module, mean: Sequence[float],
+                 std: Sequence[float]):
+        super().__init__()
+        self.network = network
+        # Not 'mean' / 'std': the unoptimised export names op outputs after
+        # the aten op, and a buffer of the same name breaks onnx's SSA check.
+        self.register_buffer('pixel_mean',
+                             torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer('pixel_std', torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, pictures):
+        return self.network((pictures - self.pixel_mean) / self.pixel_std)
+
+
+class SegmentorLogits(nn.Module):
+    """The segmentor's class logits at the (fixed) input size: the network
+    of one sliding-window crop, without the window loop around it."""
+
+    def __init__(self, segmentor: nn.Module, shape: Sequence[int]):
+        super().__init__()
+        self.segmentor = segmentor
+        shape = tuple(shape)
+        self.image_meta = dict(
+            img_shape=shape, pad_shape=shape, ori_shape=shape)
+
+    def forward(self, images):
+        metas = [self.image_meta] * images.shape[0]
+        return self.segmentor.encode_decode(images, metas)
+
+
+def build_model(cfg: Config, checkpoint, backbone_only: bool) -> nn.Module:
+    """The config's model in eval mode on the CPU, BatchNorm for SyncBN."""
+    from mmengine.model import revert_sync_batchnorm
+    scope = cfg.get('default_scope')
+    if scope == 'mmdet':
+        if not backbone_only:
+            raise ValueError('only the backbone of a detection config '
+                             'exports; pass --backbone-only')
+        from mmdet.apis import init_detector as init_model
+    elif scope == 'mmseg':
+        from mmseg.apis import init_model
+    else:
+        raise ValueError(f"the config's default_scope is {scope!r}; "
+                         'expected mmseg or mmdet')
+    model = init_model(cfg, checkpoint, device='cpu')
+    model = revert_sync_batchnorm(model).eval()
+    if backbone_only:
+        return model.backbone
+    return SegmentorLogits(model, cfg.export_shape)
+
+
+def max_relative_errors(expected: Sequence[np.ndarray],
+                        actual: Sequence[np.ndarray]) -> List[float]:
+    """max|actual - expected| / max|expected| for each output."""
+    errors = []
+    for want, got in zip(expected, actual):
+        if want.shape != got.shape:
+            raise ValueError(f'onnxruntime returned {got.shape} where '
+                             f'PyTorch returned {want.shape}')
+        scale = max(float(np.abs(want).max()), np.finfo(np.float32).tiny)
+        errors.append(float(np.abs(got - want).max()) / scale)
+    return errors
+
+
+def export(model: nn.Module, pictures: torch.Tensor, out: Path, opset: int,
+           output_names: Sequence[str]) -> None:
+    """Traces ``model`` on ``pictures`` with torch.export into one
+    self-contained file (weights inside, not in a side file).
+
+    onnxscript's graph optimiser is skipped: with the scan's loops unrolled,
+    an export of the Vim-Ti backbone at 224 was still in it after 17
+    minutes, and onnxruntime optimises the graph itself when it loads it.
+    """
+    torch.onnx.export(
+        model, (pictures, ),
+        str(out),
+        dynamo=True,
+        external_data=False,
+        optimize=False,
+        opset_version=opset,
+        input_names=['pictures'],
+        output_names=list(output_names))
+
+
+def check_with_onnxruntime(out: Path, pictures: torch.Tensor,
+                           expected: Sequence[torch.Tensor]) -> List[float]:
+    import onnx
+    import onnxruntime
+    onnx.checker.check_model(str(out))
+    session = onnxruntime.InferenceSession(
+        str(out), providers=['CPUExecutionProvider'])
+    actual = session.run(None, {'pictures': pictures.numpy()})
+    return max_relative_errors([t.numpy() for t in expected], actual)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        sys.exit(f'error: {out} already exists; pass --overwrite to replace '
+                 'it or choose another --out')
+    if args.checkpoint and not os.path.isfile(args.checkpoint):
+        sys.exit(f'error: no such checkpoint: {args.checkpoint}')
+    if not args.skip_check:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as error:
+            sys.exit(f'error: {error.name} is missing: pip install -e '
+                     '.[deploy] (or -r requirements/deploy.txt)')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.export_shape = tuple(args.shape)
+    prepare_process()  # weights-only loading of the checkpoint
+    try:
+        network = build_model(cfg, args.checkpoint, args.backbone_only)
+    except ValueError as error:
+        sys.exit(f'error: {error}')
+    preprocessor = cfg.model.get('data_preprocessor', {})
+    model = Normalised(network, preprocessor.get('mean', (0., 0., 0.)),
+                       preprocessor.get('std', (1., 1., 1.))).eval()
+
+    generator = torch.Generator().manual_seed(0)
+    pictures = torch.rand(
+        args.batch_size, 3, *args.shape, generator=generator) * 255
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with use_backend(args.backend), torch.no_grad():
+        expected = model(pictures)
+        expected = list(expected) if isinstance(expected,
+                                                (tuple, list)) else [expected]
+        output_names = (['logits'] if not args.backbone_only else
+                        [f'features_{i}' for i in range(len(expected))])
+        started = time.perf_counter()
+        export(model, pictures, out, args.opset, output_names)
+    print(f'{out}: {out.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, '
+          f'backend {args.backend}, input pictures {tuple(pictures.shape)}, '
+          'outputs ' + ', '.join(f'{name} {tuple(t.shape)}'
+                                 for name, t in zip(output_names, expected)) +
+          f'; exported in {time.perf_counter() - started:.0f} s')
+    if args.skip_check:
+        return None
+    errors = check_with_onnxruntime(out, pictures, expected)
+    print('onnx.checker: ok; onnxruntime (CPU) vs PyTorch, max relative '
+          'error: ' + ', '.join(f'{name} {error:.2e}'
+                                for name, error in zip(output_names, errors)))
+    if max(errors) > args.max_error:
+        sys.exit(f'error: onnxruntime differs from PyTorch by '
+                 f'{max(errors):.2e} > --max-error {args.max_error:g}')
+    return errors
+
+
+if __name__ == '__main__':
+    main()
