@@ -35,6 +35,9 @@ def test_writes_blended_png_of_picture_size(tmp_path, tiny_config,
     with pytest.raises(SystemExit, match='--overwrite'):
         tool_main(*args)
     assert (out / 'street.png').read_bytes() == before
+    (out / 'street.png').write_bytes(b'replace me')
+    tool_main(*args, '--overwrite')
+    assert (out / 'street.png').read_bytes() == before
 
 
 def test_weights_that_do_not_fit_stop_the_demo(tmp_path, tiny_config,
