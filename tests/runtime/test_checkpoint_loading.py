@@ -194,3 +194,25 @@ def test_load_from_that_does_not_fit_stops_the_runner(tmp_path):
     with pytest.raises(CheckpointMismatchError, match='linear.weight'):
         runner.train()
     assert not (tmp_path / 'iter_2.pth').exists()
+
+
+def test_every_torch_load_in_mmvim_and_tools_is_weights_only():
+    """A static check: each torch.load / torch.hub.load_state_dict_from_url
+    call in mmvim/ and tools/ passes weights_only=True."""
+    import ast
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    loaders = ('torch.load', 'torch.hub.load_state_dict_from_url')
+    unsafe = []
+    for path in [*repo.glob('mmvim/**/*.py'), *repo.glob('tools/**/*.py')]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and \
+                    ast.unparse(node.func) in loaders:
+                safe = any(
+                    keyword.arg == 'weights_only'
+                    and isinstance(keyword.value, ast.Constant)
+                    and keyword.value.value is True
+                    for keyword in node.keywords)
+                if not safe:
+                    unsafe.append(f'{path.relative_to(repo)}:{node.lineno}')
+    assert not unsafe, unsafe
