@@ -53,6 +53,7 @@ save_checkpoint({'state_dict': {'w': torch.randn(1000)}}, sys.argv[1])
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('writer', ['atomic', 'mmengine'])
 def test_kill_during_a_checkpoint_write_leaves_no_partial_file(
         tmp_path, writer):

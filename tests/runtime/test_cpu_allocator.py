@@ -38,6 +38,7 @@ def page_faults(mode):
     return int(result.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='glibc only')
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     default, reuse = page_faults('default'), page_faults('reuse')

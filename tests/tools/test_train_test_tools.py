@@ -42,6 +42,7 @@ def test_missing_backbone_checkpoint_stops_before_building(
     assert not (tmp_path / 'work').exists()
 
 
+@pytest.mark.slow
 def test_train_refuse_overwrite_resume_and_test(tmp_path, tiny_config,
                                                 tool_main):
     work_dir = tmp_path / 'work'
@@ -115,6 +116,7 @@ def test_out_keeps_predictions_per_task(tmp_path, tool_module):
     assert segmentation.test_evaluator.output_dir == str(tmp_path / 'labels')
 
 
+@pytest.mark.slow
 def test_test_refuses_weights_that_do_not_fit(tmp_path, tiny_config,
                                               random_checkpoint, tool_main):
 
@@ -151,6 +153,7 @@ def test_test_never_replaces_earlier_predictions(tmp_path, tiny_config,
     assert os.listdir(out) == ['earlier.png']
 
 
+@pytest.mark.slow
 def test_second_run_refused_with_custom_checkpoint_folder_and_names(
         tmp_path, tiny_config, tool_main):
     store = tmp_path / 'store'
@@ -165,6 +168,7 @@ def test_second_run_refused_with_custom_checkpoint_folder_and_names(
     assert (store / 'work/ckpt_2.pt').read_bytes() == first
 
 
+@pytest.mark.slow
 def test_resume_skips_a_truncated_newest_checkpoint(tmp_path, tiny_config,
                                                     tool_main, capsys):
     work_dir = tmp_path / 'work'
