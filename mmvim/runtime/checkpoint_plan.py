@@ -94,25 +94,31 @@ class CheckpointPlan:
     stale_temporaries: List[str] = field(default_factory=list)
 
 
+class NotResumable(ValueError):
+    """A checkpoint that loads but lacks what resuming needs."""
+
+
 def read_resumable(path: str, step_key: str) -> int:
     """The step (``meta[step_key]``) of a checkpoint a Runner can resume.
 
     Raises:
-        ValueError: the file does not load or lacks what resuming needs.
+        ValueError: the file does not load.
+        NotResumable: it loads but lacks what resuming needs.
     """
     if osp.getsize(path) == 0:
         raise ValueError('the file is empty')
     checkpoint = load_checkpoint_file(path)
     if not isinstance(checkpoint, dict):
-        raise ValueError('it holds no checkpoint dict')
-    needed = ('meta', 'state_dict', 'message_hub', 'optimizer')
-    absent = [key for key in needed if key not in checkpoint]
+        raise NotResumable('it holds no checkpoint dict')
+    # what mmengine's Runner.resume reads (the optimizer only if saved)
+    absent = [key for key in ('meta', 'state_dict', 'message_hub')
+              if key not in checkpoint]
     if absent:
-        raise ValueError(f'it has no {", ".join(absent)} (a published or '
-                         'weights-only file cannot be resumed)')
+        raise NotResumable(f'it has no {", ".join(absent)} (a published or '
+                           'weights-only file cannot be resumed)')
     step = checkpoint['meta'].get(step_key)
     if not isinstance(step, int):
-        raise ValueError(f'its meta has no {step_key} count')
+        raise NotResumable(f'its meta has no {step_key} count')
     return step
 
 
@@ -191,13 +197,17 @@ def plan_checkpoints(cfg, resume) -> CheckpointPlan:
         candidates = [(saved_step, path) for saved_step, path in saved
                       if saved_step > step and path != plan.resume_from]
 
-    # Newest first: in 'auto' mode the first that loads is resumed; files
-    # after the resumed step that do not load are set aside, the ones that
-    # load would be overwritten.
+    # Newest first: in 'auto' mode the first resumable one is resumed.
+    # Files after the resumed step that do not load are set aside; the
+    # ones that load would be overwritten.
     skipped, later = [], []
     for _, path in candidates:
         try:
             candidate_step = read_resumable(path, layout.step_key)
+        except NotResumable as error:
+            skipped.append(f'{osp.basename(path)} ({_reason(error)})')
+            later.append(path)
+            continue
         except (ValueError, OSError) as error:
             skipped.append(f'{osp.basename(path)} ({_reason(error)})')
             plan.set_aside.append(path)
@@ -209,6 +219,8 @@ def plan_checkpoints(cfg, resume) -> CheckpointPlan:
     if skipped:
         plan.notes.append('skipped checkpoints that do not load: ' +
                           '; '.join(skipped))
+    if later and plan.resume_from is None:
+        _refuse_earlier_files(layout.directory, later)
     if later:
         raise RunSetupError(
             f'resuming {plan.resume_from} ({layout.step_key} {step}) would '

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,38 +18,23 @@ from mmvim.runtime import (
 )
 from mmvim.runtime.atomic_files import stale_temporaries
 
+TESTS_TOOLS = Path(__file__).resolve().parents[1] / 'tools'
 # Saves a checkpoint through mmengine as the CheckpointHook does, and is
-# killed (SIGKILL, no clean-up) once half of its bytes are written.
+# killed (SIGKILL, no clean-up) once half of its bytes are written, by
+# tests/tools/fault_injection.py.
 KILLED_MID_SAVE = '''
-import os, signal, sys
+import sys
 import torch
+from mmengine.fileio.backends import local_backend
 from mmengine.runner.checkpoint import save_checkpoint
+from mmvim.runtime import atomic_files, use_atomic_local_writes
+sys.path.insert(0, sys.argv[3])
+import fault_injection
 if sys.argv[2] == 'atomic':
-    from mmvim.runtime import use_atomic_local_writes
     use_atomic_local_writes()
-
-real_open = open
-
-class HalfWritten:
-    def __init__(self, file):
-        self.file = file
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        return self.file.__exit__(*exc)
-    def write(self, data):
-        self.file.write(data[:len(data) // 2])
-        self.file.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-def killing_open(path, mode='r', *args, **kwargs):
-    file = real_open(path, mode, *args, **kwargs)
-    return HalfWritten(file) if 'w' in mode and 'b' in mode else file
-
-import builtins
-builtins.open = killing_open
+    fault_injection.kill_mid_write(atomic_files, 1)
+else:
+    fault_injection.kill_mid_write(local_backend, 1)
 save_checkpoint({'state_dict': {'w': torch.randn(1000)}}, sys.argv[1])
 '''
 
@@ -59,7 +45,8 @@ def test_kill_during_a_checkpoint_write_leaves_no_partial_file(
         tmp_path, writer):
     target = tmp_path / 'iter_1.pth'
     result = subprocess.run(
-        [sys.executable, '-c', KILLED_MID_SAVE, str(target), writer],
+        [sys.executable, '-c', KILLED_MID_SAVE, str(target), writer,
+         str(TESTS_TOOLS)],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     if writer == 'mmengine':

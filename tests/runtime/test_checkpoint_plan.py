@@ -100,7 +100,7 @@ def test_resume_of_an_older_copy_refused(tmp_path):
 def test_resume_of_a_file_that_cannot_be_resumed(tmp_path):
     weights_only = tmp_path / 'published.pth'
     torch.save({'state_dict': {}, 'meta': {}}, weights_only)
-    with pytest.raises(RunSetupError, match='no message_hub, optimizer'):
+    with pytest.raises(RunSetupError, match='no message_hub'):
         plan_checkpoints(run_cfg(tmp_path / 'work'), str(weights_only))
     with pytest.raises(RunSetupError, match='cannot resume'):
         plan_checkpoints(run_cfg(tmp_path / 'work'), str(tmp_path / 'none'))
@@ -145,3 +145,14 @@ def test_resume_says_load_from_is_not_used(tmp_path):
     plan = plan_checkpoints(cfg, 'auto')
     assert any('load_from=pretrained/upernet.pth is not used' in note
                for note in plan.notes)
+
+
+def test_a_newer_checkpoint_that_loads_is_never_set_aside(tmp_path):
+    save_resumable(tmp_path / 'iter_2.pth', 2)
+    # loads, but without a message hub it cannot be resumed
+    torch.save({'state_dict': {}, 'meta': {'iter': 4}},
+               tmp_path / 'iter_4.pth')
+    with pytest.raises(RunSetupError, match='overwrite the later '
+                       'checkpoints iter_4.pth'):
+        plan_checkpoints(run_cfg(tmp_path), 'auto')
+    assert (tmp_path / 'iter_4.pth').exists()

@@ -57,25 +57,38 @@ def _checkpoint_writes(fault_at: int):
     return is_fault
 
 
-if FAULT[0] == 'write':
-    is_fault = _checkpoint_writes(int(FAULT[1]))
-    if FAULT[2] == 'mid':
+def kill_mid_write(module, fault_at: int) -> None:
+    """Makes the ``open()`` of ``module`` (its own name only) return, for
+    the ``fault_at``-th checkpoint file it opens for writing, a file whose
+    first write stores half of its bytes and then dies."""
+    is_fault = _checkpoint_writes(fault_at)
 
-        def open_dying(path, mode='r', *args, **kwargs):
-            file = open(path, mode, *args, **kwargs)
-            return _HalfThenDie(file) if 'w' in mode and is_fault(
-                path) else file
+    def open_dying(path, mode='r', *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        return _HalfThenDie(file) if 'w' in mode and is_fault(
+            os.fspath(path)) else file
 
-        atomic_files.open = open_dying  # the module's own open() only
-    else:
-        give_name = atomic_files._give_name
+    module.open = open_dying
 
-        def give_name_or_die(temporary, path):
-            if is_fault(path):
-                die()
-            give_name(temporary, path)
 
-        atomic_files._give_name = give_name_or_die
+def kill_before_naming(fault_at: int) -> None:
+    """Dies when the ``fault_at``-th checkpoint, written and fsynced, is
+    about to get its final name."""
+    is_fault = _checkpoint_writes(fault_at)
+    give_name = atomic_files._give_name
+
+    def give_name_or_die(temporary, path):
+        if is_fault(path):
+            die()
+        give_name(temporary, path)
+
+    atomic_files._give_name = give_name_or_die
+
+
+if FAULT[0] == 'write' and FAULT[2] == 'mid':
+    kill_mid_write(atomic_files, int(FAULT[1]))
+elif FAULT[0] == 'write':
+    kill_before_naming(int(FAULT[1]))
 
 
 @HOOKS.register_module()
