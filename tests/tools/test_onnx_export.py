@@ -49,12 +49,19 @@ def test_segmentor_exports_and_onnxruntime_matches(tool_main, tiny_config,
 
 
 def test_backbone_alone_exports_its_feature_maps(tool_main, tiny_config,
-                                                 tiny_checkpoint, tmp_path):
+                                                 tiny_checkpoint, tmp_path,
+                                                 capsys):
     out = tmp_path / 'backbone.onnx'
     errors = tool_main(SCRIPT, tiny_config, tiny_checkpoint, '--out', out,
                        '--shape', 32, 32, '--backbone-only', '--batch-size',
-                       2)
+                       2, '--backend', 'sequential', '--time-runs', 1)
     assert len(errors) == 4 and max(errors) < 1e-4
+    printed = capsys.readouterr().out
+    assert 'backend sequential' in printed
+    assert 'median of 1 runs, 1 CPU thread(s)' in printed
+    assert 'onnxruntime' in printed and 'PyTorch (sequential backend)' in (
+        printed)
+    assert not (tmp_path / 'backbone.onnx.partial').exists()
     _, shapes = graph_of(out)
     assert shapes['pictures'] == [2, 3, 32, 32]
     assert [shapes[f'features_{i}'] for i in range(4)] == [[2, 16, 2, 2]] * 4

@@ -16,6 +16,7 @@ Needs the deploy extras: ``pip install -e .[deploy]``.
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from mmengine.config import Config, DictAction
 from torch import nn
 
 import mmvim  # noqa: F401  registers the Vim backbone and neck
-from mmvim.ops import use_backend
+from mmvim.ops import get_backend, use_backend
 from mmvim.runtime import prepare_process
 
 # Portable backends that trace into plain ONNX operators, best first:
@@ -82,6 +83,18 @@ def parse_args(argv=None):
         '--skip-check',
         action='store_true',
         help='only export: no onnx.checker, onnxruntime or comparison')
+    parser.add_argument(
+        '--time-runs',
+        type=int,
+        default=0,
+        help='also time this many runs (after one warm-up) of onnxruntime '
+        "and of PyTorch, on its default backend and on --backend, and "
+        'print the medians (default: no timing)')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=1,
+        help='CPU threads of both runtimes when timing (default: %(default)s)')
     parser.add_argument(
         '--overwrite', action='store_true', help='replace an existing --out')
     parser.add_argument(
@@ -162,32 +175,68 @@ def max_relative_errors(expected: Sequence[np.ndarray],
 def export(model: nn.Module, pictures: torch.Tensor, out: Path, opset: int,
            output_names: Sequence[str]) -> None:
     """Traces ``model`` on ``pictures`` with torch.export into one
-    self-contained file (weights inside, not in a side file).
+    self-contained file (weights inside, not in a side file), written
+    beside ``out`` first so that a failed export leaves nothing half-done.
 
     onnxscript's graph optimiser is skipped: with the scan's loops unrolled,
     an export of the Vim-Ti backbone at 224 was still in it after 17
     minutes, and onnxruntime optimises the graph itself when it loads it.
     """
-    torch.onnx.export(
-        model, (pictures, ),
-        str(out),
-        dynamo=True,
-        external_data=False,
-        optimize=False,
-        opset_version=opset,
-        input_names=['pictures'],
-        output_names=list(output_names))
+    partial = out.with_name(out.name + '.partial')
+    try:
+        torch.onnx.export(
+            model, (pictures, ),
+            str(partial),
+            dynamo=True,
+            external_data=False,
+            optimize=False,
+            opset_version=opset,
+            input_names=['pictures'],
+            output_names=list(output_names))
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
-def check_with_onnxruntime(out: Path, pictures: torch.Tensor,
-                           expected: Sequence[torch.Tensor]) -> List[float]:
-    import onnx
+def onnxruntime_session(out: Path, threads: int = 0):
+    """A CPU session of the file; ``threads`` 0 lets onnxruntime choose."""
     import onnxruntime
-    onnx.checker.check_model(str(out))
-    session = onnxruntime.InferenceSession(
-        str(out), providers=['CPUExecutionProvider'])
-    actual = session.run(None, {'pictures': pictures.numpy()})
-    return max_relative_errors([t.numpy() for t in expected], actual)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(
+        str(out), options, providers=['CPUExecutionProvider'])
+
+
+def median_seconds(run, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``run`` after a warm-up."""
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def time_side_by_side(out: Path, model: nn.Module, pictures: torch.Tensor,
+                      args) -> None:
+    """onnxruntime against PyTorch on the same pictures and thread count."""
+    torch.set_num_threads(args.threads)
+    session = onnxruntime_session(out, args.threads)
+    feed = {'pictures': pictures.numpy()}
+    seconds = {'onnxruntime': median_seconds(
+        lambda: session.run(None, feed), args.time_runs)}
+    with torch.no_grad():
+        default = get_backend('cpu')
+        seconds[f'PyTorch ({default} backend)'] = median_seconds(
+            lambda: model(pictures), args.time_runs)
+        if args.backend != default:
+            with use_backend(args.backend):
+                seconds[f'PyTorch ({args.backend} backend)'] = median_seconds(
+                    lambda: model(pictures), args.time_runs)
+    print(f'median of {args.time_runs} runs, {args.threads} CPU thread(s), '
+          f'input {tuple(pictures.shape)}: ' + ', '.join(
+              f'{name} {value:.3f} s' for name, value in seconds.items()))
 
 
 def main(argv=None):
@@ -237,13 +286,19 @@ def main(argv=None):
           f'; exported in {time.perf_counter() - started:.0f} s')
     if args.skip_check:
         return None
-    errors = check_with_onnxruntime(out, pictures, expected)
+    import onnx
+    onnx.checker.check_model(str(out))
+    actual = onnxruntime_session(out).run(None,
+                                          {'pictures': pictures.numpy()})
+    errors = max_relative_errors([t.numpy() for t in expected], actual)
     print('onnx.checker: ok; onnxruntime (CPU) vs PyTorch, max relative '
           'error: ' + ', '.join(f'{name} {error:.2e}'
                                 for name, error in zip(output_names, errors)))
     if max(errors) > args.max_error:
         sys.exit(f'error: onnxruntime differs from PyTorch by '
                  f'{max(errors):.2e} > --max-error {args.max_error:g}')
+    if args.time_runs:
+        time_side_by_side(out, model, pictures, args)
     return errors
 
 
