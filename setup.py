@@ -56,7 +56,7 @@ def cpu_ops_build():
         'mmvim.ops._cpu_scan', ['mmvim/ops/csrc/selective_scan_cpu.cpp'],
         extra_compile_args=[
             '-O3', ('-mcpu=' if arm else '-march=') + march, '-fopenmp',
-            '-fno-math-errno', '-fno-trapping-math'
+            '-fno-math-errno', '-fno-trapping-math', '-ffp-contract=fast'
         ],
         extra_link_args=['-fopenmp'])
     return [extension], {'build_ext': OptionalBuildExtension}

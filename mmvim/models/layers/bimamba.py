@@ -49,10 +49,12 @@ class BiMambaMixer(nn.Module):
         self.fuse_directions = fuse_directions
         self.in_proj = nn.Linear(embed_dims, 2 * self.d_inner, bias=False)
         for suffix in DIRECTIONS:
+            # Only holds the depthwise weights under the released
+            # checkpoints' names; the conv itself is the ops' causal conv.
             self.add_module(
                 f'conv1d{suffix}',
                 nn.Conv1d(self.d_inner, self.d_inner, d_conv,
-                          groups=self.d_inner, padding=d_conv - 1))
+                          groups=self.d_inner))
             self.add_module(
                 f'x_proj{suffix}',
                 nn.Linear(self.d_inner, self.dt_rank + 2 * d_state,

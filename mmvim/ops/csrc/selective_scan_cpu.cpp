@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace mmvim {
@@ -95,6 +96,53 @@ inline acc_t softplus(acc_t x) {
 template <typename acc_t>
 inline acc_t sigmoid(acc_t x) {
   return acc_t(1) / (acc_t(1) + Math<acc_t>::exp(-x));
+}
+
+// d_state = 16 (Vim's) in float has a path written with GCC/Clang vector
+// types, lowered to AVX-512, AVX2 or NEON registers by the build target: the
+// auto-vectoriser left the readout as 16 dependent scalar additions and the
+// backward's loops scalar (it cannot prove their arrays apart). Sums over
+// the state are a tree of halves: two shuffles and adds on AVX-512.
+typedef float Float16 __attribute__((vector_size(64)));
+typedef float Float8 __attribute__((vector_size(32)));
+typedef float Float4 __attribute__((vector_size(16)));
+
+typedef int32_t Int16 __attribute__((vector_size(64)));
+
+// Math<float>::exp2 on 16 lanes: the same clamp, rounding (by the 1.5 * 2^23
+// trick, exact for |x| < 2^22), polynomial and exponent bits.
+inline Float16 exp2_16(Float16 x) {
+  const Float16 low = Float16{} - 115.f, high = Float16{} + 126.f;
+  x = x < low ? low : x;
+  x = x > high ? high : x;
+  const Float16 k = (x + 12582912.f) - 12582912.f;
+  const Float16 f = x - k;
+  Float16 p = f * 1.53375851e-04f + 1.33998699e-03f;
+  p = p * f + 9.61851959e-03f;
+  p = p * f + 5.55032897e-02f;
+  p = p * f + 2.40226466e-01f;
+  p = p * f + 6.93147206e-01f;
+  p = p * f + 1.0f;
+  const Int16 bits = (__builtin_convertvector(k, Int16) + 127) << 23;
+  Float16 scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+inline Float16 load16(const float* p) {
+  Float16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store16(float* p, Float16 v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline float tree_sum16(Float16 v) {
+  const Float8 eight = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                       __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Float4 four = __builtin_shufflevector(eight, eight, 0, 1, 2, 3) +
+                      __builtin_shufflevector(eight, eight, 4, 5, 6, 7);
+  return (four[0] + four[2]) + (four[1] + four[3]);
 }
 
 // A (batch, channels, length) tensor read through its strides.
@@ -170,46 +218,94 @@ struct ChunkScalars {
   }
 };
 
-// Forward of one row; kN is d_state when known at compile time (0: runtime).
+// One token of the scan over the state: h = a * prev + du * B with
+// a = exp2(dt * A2); stores a in `decay` when given; returns <C, h>.
+// `prev` may be `h` (the forward updates in place).
+template <typename acc_t, int kN>
+inline acc_t forward_token(int64_t N, acc_t dt, acc_t du, const acc_t* A2, const acc_t* B,
+                           const acc_t* C, const acc_t* prev, acc_t* h, acc_t* decay) {
+  if constexpr (kN == 16 && std::is_same<acc_t, float>::value) {
+    const Float16 a = exp2_16(dt * load16(A2));
+    const Float16 state = a * load16(prev) + du * load16(B);
+    store16(h, state);
+    if (decay) store16(decay, a);
+    return tree_sum16(state * load16(C));
+  } else {
+    acc_t readout = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const acc_t a = Math<acc_t>::exp2(dt * A2[n]);
+      h[n] = a * prev[n] + du * B[n];
+      if (decay) decay[n] = a;
+      readout += h[n] * C[n];
+    }
+    return readout;
+  }
+}
+
+// One token of the backward walk, over the state: with
+// lambda_n = g C_n + carry_n (carry = a_{t+1} lambda_{t+1}) and
+// w_n = lambda_n a_n h_{t-1,n} = dL/d(dt A_n), accumulates grad_A += w dt,
+// dB += lambda du, dC += g h, sets carry = a lambda, and returns
+// sum_n w_n A_n and sum_n lambda_n B_n.
+template <typename acc_t, int kN>
+inline void backward_token(int64_t N, acc_t g, acc_t dt, acc_t du, const acc_t* A,
+                           const acc_t* a, const acc_t* prev, const acc_t* h, const acc_t* B,
+                           const acc_t* C, acc_t* carry, acc_t* grad_A, acc_t* dB, acc_t* dC,
+                           acc_t& sum_wA, acc_t& sum_lambdaB) {
+  if constexpr (kN == 16 && std::is_same<acc_t, float>::value) {
+    // Written with vector types: the vectoriser leaves this loop scalar
+    // (it cannot prove the seven arrays apart).
+    const Float16 lambda = g * load16(C) + load16(carry);
+    const Float16 w = lambda * load16(a) * load16(prev);
+    store16(grad_A, load16(grad_A) + w * dt);
+    store16(dB, load16(dB) + lambda * du);
+    store16(dC, load16(dC) + g * load16(h));
+    store16(carry, load16(a) * lambda);
+    sum_wA = tree_sum16(w * load16(A));
+    sum_lambdaB = tree_sum16(lambda * load16(B));
+  } else {
+    sum_wA = sum_lambdaB = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const acc_t lambda = g * C[n] + carry[n];
+      const acc_t w = lambda * a[n] * prev[n];
+      grad_A[n] += w * dt;
+      dB[n] += lambda * du;
+      dC[n] += g * h[n];
+      carry[n] = a[n] * lambda;
+      sum_wA += w * A[n];
+      sum_lambdaB += lambda * B[n];
+    }
+  }
+}
+
+// Forward of one chunk of row c, from and into its state h; A2 = A log2(e).
+// kN is d_state when known at compile time (0: runtime).
 template <typename scalar_t, typename acc_t, int kN>
-void forward_row(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, scalar_t* out,
-                 acc_t* states, ChunkScalars<acc_t>& s, std::vector<acc_t>& work) {
+void forward_chunk(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, int64_t chunk,
+                   acc_t* h, const acc_t* A2, scalar_t* out, acc_t* states,
+                   ChunkScalars<acc_t>& s) {
   const int64_t N = kN ? kN : in.n_state;
-  const int64_t L = in.length;
-  work.assign(2 * N, acc_t(0));
-  acc_t* __restrict h = work.data();
-  acc_t* __restrict A2 = work.data() + N;
-  for (int64_t n = 0; n < N; ++n) A2[n] = in.A[c * N + n] * acc_t(kLog2e);
+  const int64_t first = chunk * kChunk;
+  const int64_t len = std::min(kChunk, in.length - first);
   const acc_t* Bt = in.Bt_of(b, c);
   const acc_t* Ct = in.Ct_of(b, c);
   const acc_t D = in.D ? in.D[c] : acc_t(0);
-  scalar_t* out_row = out + (b * in.channels + c) * L;
-  acc_t y[kChunk];
-  for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk) {
-    const int64_t first = chunk * kChunk;
-    const int64_t len = std::min(kChunk, L - first);
-    if (states) {
-      std::copy(h, h + N, states + ((b * in.channels + c) * in.num_chunks + chunk) * N);
-    }
-    s.load(in, b, c, first, len);
-    for (int64_t j = 0; j < len; ++j) {
-      const int64_t t = in.token(first + j, c);
-      const acc_t* __restrict Bj = Bt + t * N;
-      const acc_t* __restrict Cj = Ct + t * N;
-      const acc_t dt = s.dt[j], du = s.du[j];
-      acc_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t n = 0; n < N; ++n) {
-        h[n] = Math<acc_t>::exp2(dt * A2[n]) * h[n] + du * Bj[n];
-        acc += h[n] * Cj[n];
-      }
-      y[j] = acc + D * s.u[j];
-    }
-    if (in.has_z) {
-      for (int64_t j = 0; j < len; ++j) y[j] *= s.z[j] * sigmoid(s.z[j]);
-    }
-    for (int64_t j = 0; j < len; ++j) out_row[in.token(first + j, c)] = static_cast<scalar_t>(y[j]);
+  if (states) {
+    std::copy(h, h + N, states + ((b * in.channels + c) * in.num_chunks + chunk) * N);
   }
+  s.load(in, b, c, first, len);
+  acc_t y[kChunk];
+  for (int64_t j = 0; j < len; ++j) {
+    const int64_t t = in.token(first + j, c);
+    y[j] = forward_token<acc_t, kN>(N, s.dt[j], s.du[j], A2, Bt + t * N, Ct + t * N, h, h,
+                                    nullptr) +
+           D * s.u[j];
+  }
+  if (in.has_z) {
+    for (int64_t j = 0; j < len; ++j) y[j] *= s.z[j] * sigmoid(s.z[j]);
+  }
+  scalar_t* out_row = out + (b * in.channels + c) * in.length;
+  for (int64_t j = 0; j < len; ++j) out_row[in.token(first + j, c)] = static_cast<scalar_t>(y[j]);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -220,102 +316,75 @@ struct ScanGrads {
   acc_t *grad_Bt_blocks, *grad_Ct_blocks;  // (b, g, blocks per group, l, n)
 };
 
-// Backward of one row, accumulating dB and dC into its task's buffers.
+// What the backward carries for one row from chunk to chunk.
+template <typename acc_t>
+struct RowAdjoint {
+  const acc_t* A2;  // A log2(e), (N)
+  acc_t* carry;     // a_{t+1} lambda_{t+1}, (N)
+  acc_t* grad_A;  // (N)
+  acc_t grad_D, grad_bias;
+};
+
+// Backward of one chunk of row c, walking it from its last token to its
+// first; dB and dC accumulate into the task's buffers. `scratch` holds
+// 2 * kChunk * N values: the chunk's recomputed decays and states.
 template <typename scalar_t, typename acc_t, int kN>
-void backward_row(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_t, acc_t>& gr,
-                  const acc_t* states, int64_t b, int64_t c, acc_t* grad_Bt, acc_t* grad_Ct,
-                  ChunkScalars<acc_t>& s, std::vector<acc_t>& work) {
+void backward_chunk(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_t, acc_t>& gr,
+                    const acc_t* states, int64_t b, int64_t c, int64_t chunk,
+                    RowAdjoint<acc_t>& adj, acc_t* grad_Bt, acc_t* grad_Ct,
+                    ChunkScalars<acc_t>& s, acc_t* scratch) {
   const int64_t N = kN ? kN : in.n_state;
   const int64_t L = in.length;
-  work.assign(4 * N + 2 * kChunk * N, acc_t(0));
-  acc_t* __restrict carry = work.data();  // a_{t+1} lambda_{t+1}
-  acc_t* __restrict A = carry + N;
-  acc_t* __restrict A2 = A + N;
-  acc_t* __restrict grad_A = A2 + N;
-  acc_t* __restrict decays = grad_A + N;        // (kChunk, N)
-  acc_t* __restrict hs = decays + kChunk * N;   // (kChunk, N)
-  for (int64_t n = 0; n < N; ++n) {
-    A[n] = in.A[c * N + n];
-    A2[n] = A[n] * acc_t(kLog2e);
-  }
+  const int64_t first = chunk * kChunk;
+  const int64_t len = std::min(kChunk, L - first);
+  const acc_t* A_row = in.A + c * N;
+  acc_t* __restrict decays = scratch;           // (kChunk, N)
+  acc_t* __restrict hs = scratch + kChunk * N;  // (kChunk, N)
   const acc_t* Bt = in.Bt_of(b, c);
   const acc_t* Ct = in.Ct_of(b, c);
   const acc_t D = in.D ? in.D[c] : acc_t(0);
   const int64_t row = b * in.channels + c;
-  const scalar_t* grad_y_row = gr.grad_y.row(b, c);
+  const acc_t* __restrict h0 = states + (row * in.num_chunks + chunk) * N;
+  s.load(in, b, c, first, len);
+  // Recompute the chunk's decays and states from its saved start state.
   acc_t y[kChunk], g[kChunk], grad_z[kChunk], dsoftplus[kChunk];
-  acc_t grad_D = 0, grad_bias = 0;
-  for (int64_t chunk = in.num_chunks - 1; chunk >= 0; --chunk) {
-    const int64_t first = chunk * kChunk;
-    const int64_t len = std::min(kChunk, L - first);
-    const acc_t* __restrict h0 = states + (row * in.num_chunks + chunk) * N;
-    s.load(in, b, c, first, len);
-    // Recompute the chunk's decays and states from its saved start state.
+  for (int64_t j = 0; j < len; ++j) {
+    const int64_t t = in.token(first + j, c);
+    y[j] = forward_token<acc_t, kN>(N, s.dt[j], s.du[j], adj.A2, Bt + t * N, Ct + t * N,
+                                    j ? hs + (j - 1) * N : h0, hs + j * N, decays + j * N) +
+           D * s.u[j];
+  }
+  // g = dL/d(scan output); the gate's own gradient.
+  const scalar_t* grad_y_row = gr.grad_y.row(b, c);
+  for (int64_t j = 0; j < len; ++j)
+    g[j] = static_cast<acc_t>(grad_y_row[in.token(first + j, c) * gr.grad_y.token_stride]);
+  if (in.has_z) {
     for (int64_t j = 0; j < len; ++j) {
-      const int64_t t = in.token(first + j, c);
-      const acc_t* __restrict Bj = Bt + t * N;
-      const acc_t* __restrict Cj = Ct + t * N;
-      const acc_t* __restrict prev = j ? hs + (j - 1) * N : h0;
-      acc_t* __restrict a = decays + j * N;
-      acc_t* __restrict h = hs + j * N;
-      const acc_t dt = s.dt[j], du = s.du[j];
-      acc_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t n = 0; n < N; ++n) {
-        a[n] = Math<acc_t>::exp2(dt * A2[n]);
-        h[n] = a[n] * prev[n] + du * Bj[n];
-        acc += h[n] * Cj[n];
-      }
-      y[j] = acc + D * s.u[j];
-    }
-    // g = dL/d(scan output); the gate's own gradient.
-    for (int64_t j = 0; j < len; ++j)
-      g[j] = static_cast<acc_t>(grad_y_row[in.token(first + j, c) * gr.grad_y.token_stride]);
-    if (in.has_z) {
-      for (int64_t j = 0; j < len; ++j) {
-        const acc_t z = s.z[j], sig = sigmoid(z);
-        grad_z[j] = g[j] * y[j] * sig * (acc_t(1) + z * (acc_t(1) - sig));
-        g[j] *= z * sig;
-      }
-    }
-    if (in.softplus) {
-      for (int64_t j = 0; j < len; ++j) dsoftplus[j] = sigmoid(s.pre[j]);
-    }
-    // Walk the chunk backwards: lambda_t = g_t C_t + a_{t+1} lambda_{t+1}.
-    for (int64_t j = len - 1; j >= 0; --j) {
-      const int64_t t = in.token(first + j, c);
-      const acc_t* __restrict Bj = Bt + t * N;
-      const acc_t* __restrict Cj = Ct + t * N;
-      acc_t* __restrict dBj = grad_Bt + t * N;
-      acc_t* __restrict dCj = grad_Ct + t * N;
-      const acc_t* __restrict prev = j ? hs + (j - 1) * N : h0;
-      const acc_t* __restrict a = decays + j * N;
-      const acc_t* __restrict h = hs + j * N;
-      const acc_t dt = s.dt[j], du = s.du[j], gj = g[j];
-      acc_t lambda_B = 0, grad_dtA = 0;
-#pragma omp simd reduction(+ : lambda_B, grad_dtA)
-      for (int64_t n = 0; n < N; ++n) {
-        const acc_t lambda = gj * Cj[n] + carry[n];
-        const acc_t w = lambda * a[n] * prev[n];  // dL/d(dt A_n)
-        grad_A[n] += w * dt;
-        grad_dtA += w * A[n];
-        lambda_B += lambda * Bj[n];
-        dBj[n] += lambda * du;
-        dCj[n] += gj * h[n];
-        carry[n] = a[n] * lambda;
-      }
-      const acc_t grad_dt = grad_dtA + lambda_B * s.u[j];
-      const acc_t grad_pre = in.softplus ? grad_dt * dsoftplus[j] : grad_dt;
-      grad_D += gj * s.u[j];
-      grad_bias += grad_pre;
-      gr.grad_u[row * L + t] = static_cast<scalar_t>(dt * lambda_B + D * gj);
-      gr.grad_delta[row * L + t] = static_cast<scalar_t>(grad_pre);
-      if (gr.grad_z) gr.grad_z[row * L + t] = static_cast<scalar_t>(grad_z[j]);
+      const acc_t z = s.z[j], sig = sigmoid(z);
+      grad_z[j] = g[j] * y[j] * sig * (acc_t(1) + z * (acc_t(1) - sig));
+      g[j] *= z * sig;
     }
   }
-  std::copy(grad_A, grad_A + N, gr.grad_A + row * N);
-  if (gr.grad_D) gr.grad_D[row] = grad_D;
-  if (gr.grad_bias) gr.grad_bias[row] = grad_bias;
+  if (in.softplus) {
+    for (int64_t j = 0; j < len; ++j) dsoftplus[j] = sigmoid(s.pre[j]);
+  }
+  // Walk the chunk backwards: lambda_t = g_t C_t + a_{t+1} lambda_{t+1}.
+  for (int64_t j = len - 1; j >= 0; --j) {
+    const int64_t t = in.token(first + j, c);
+    const acc_t dt = s.dt[j], du = s.du[j], gj = g[j];
+    acc_t grad_dtA, lambda_B;
+    backward_token<acc_t, kN>(N, gj, dt, du, A_row, decays + j * N,
+                              j ? hs + (j - 1) * N : h0, hs + j * N, Bt + t * N, Ct + t * N,
+                              adj.carry, adj.grad_A, grad_Bt + t * N, grad_Ct + t * N,
+                              grad_dtA, lambda_B);
+    const acc_t grad_dt = grad_dtA + lambda_B * s.u[j];
+    const acc_t grad_pre = in.softplus ? grad_dt * dsoftplus[j] : grad_dt;
+    adj.grad_D += gj * s.u[j];
+    adj.grad_bias += grad_pre;
+    gr.grad_u[row * L + t] = static_cast<scalar_t>(dt * lambda_B + D * gj);
+    gr.grad_delta[row * L + t] = static_cast<scalar_t>(grad_pre);
+    if (gr.grad_z) gr.grad_z[row * L + t] = static_cast<scalar_t>(grad_z[j]);
+  }
 }
 
 template <typename scalar_t, typename acc_t>
@@ -346,36 +415,72 @@ ScanInputs<scalar_t, acc_t> make_inputs(const at::Tensor& u, const at::Tensor& d
   return in;
 }
 
+// Rows go through the chunks in tiles of kTile adjacent channels: the tile's
+// reads of channel-last inputs (the mixer's delta and z) share cache lines,
+// and its B, C chunk stays in L1 while every row of the tile uses it.
+constexpr int64_t kTile = 16;
+
 template <typename scalar_t, typename acc_t, int kN>
 void forward_all(const ScanInputs<scalar_t, acc_t>& in, scalar_t* out, acc_t* states) {
-  at::parallel_for(0, in.batch * in.channels, 1, [&](int64_t begin, int64_t end) {
+  const int64_t N = in.n_state;
+  const int64_t tiles = (in.channels + kTile - 1) / kTile;
+  at::parallel_for(0, in.batch * tiles, 1, [&](int64_t begin, int64_t end) {
     ChunkScalars<acc_t> scalars;
-    std::vector<acc_t> work;
-    for (int64_t r = begin; r < end; ++r)
-      forward_row<scalar_t, acc_t, kN>(in, r / in.channels, r % in.channels, out, states,
-                                       scalars, work);
+    std::vector<acc_t> h(kTile * N), A2(kTile * N);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / tiles;
+      const int64_t first = (task % tiles) * kTile;
+      const int64_t rows = std::min(kTile, in.channels - first);
+      std::fill(h.begin(), h.end(), acc_t(0));
+      for (int64_t i = 0; i < rows * N; ++i) A2[i] = in.A[first * N + i] * acc_t(kLog2e);
+      for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
+        for (int64_t r = 0; r < rows; ++r)
+          forward_chunk<scalar_t, acc_t, kN>(in, b, first + r, chunk, h.data() + r * N,
+                                             A2.data() + r * N, out, states, scalars);
+    }
   });
 }
 
 template <typename scalar_t, typename acc_t, int kN>
 void backward_all(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_t, acc_t>& gr,
                   const acc_t* states) {
+  const int64_t N = in.n_state;
   const int64_t per_group = in.channels / in.groups;
   const int64_t blocks = (per_group + kBackwardBlock - 1) / kBackwardBlock;
-  const int64_t LN = in.length * in.n_state;
+  const int64_t LN = in.length * N;
   at::parallel_for(0, in.batch * in.groups * blocks, 1, [&](int64_t begin, int64_t end) {
     ChunkScalars<acc_t> scalars;
-    std::vector<acc_t> work;
+    std::vector<acc_t> scratch(2 * kChunk * N), A2(kTile * N), carry(kTile * N),
+        grad_A(kTile * N);
     for (int64_t task = begin; task < end; ++task) {
       // task = (b * groups + group) * blocks + block: its own slot of the buffers.
-      const int64_t block = task % blocks;
       const int64_t bg = task / blocks;
       const int64_t b = bg / in.groups;
-      const int64_t first = (bg % in.groups) * per_group + block * kBackwardBlock;
-      const int64_t last = std::min(first + kBackwardBlock, (bg % in.groups + 1) * per_group);
-      for (int64_t c = first; c < last; ++c)
-        backward_row<scalar_t, acc_t, kN>(in, gr, states, b, c, gr.grad_Bt_blocks + task * LN,
-                                          gr.grad_Ct_blocks + task * LN, scalars, work);
+      const int64_t block_first = (bg % in.groups) * per_group + (task % blocks) * kBackwardBlock;
+      const int64_t block_end =
+          std::min(block_first + kBackwardBlock, (bg % in.groups + 1) * per_group);
+      for (int64_t first = block_first; first < block_end; first += kTile) {
+        const int64_t rows = std::min(kTile, block_end - first);
+        std::fill(carry.begin(), carry.end(), acc_t(0));
+        std::fill(grad_A.begin(), grad_A.end(), acc_t(0));
+        for (int64_t i = 0; i < rows * N; ++i) A2[i] = in.A[first * N + i] * acc_t(kLog2e);
+        std::vector<RowAdjoint<acc_t>> adjoints;
+        for (int64_t r = 0; r < rows; ++r)
+          adjoints.push_back(
+              {A2.data() + r * N, carry.data() + r * N, grad_A.data() + r * N, 0, 0});
+        for (int64_t chunk = in.num_chunks - 1; chunk >= 0; --chunk)
+          for (int64_t r = 0; r < rows; ++r)
+            backward_chunk<scalar_t, acc_t, kN>(in, gr, states, b, first + r, chunk,
+                                                adjoints[r], gr.grad_Bt_blocks + task * LN,
+                                                gr.grad_Ct_blocks + task * LN, scalars,
+                                                scratch.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t row = b * in.channels + first + r;
+          std::copy(adjoints[r].grad_A, adjoints[r].grad_A + N, gr.grad_A + row * N);
+          if (gr.grad_D) gr.grad_D[row] = adjoints[r].grad_D;
+          if (gr.grad_bias) gr.grad_bias[row] = adjoints[r].grad_bias;
+        }
+      }
     }
   });
 }
