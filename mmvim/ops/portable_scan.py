@@ -160,7 +160,8 @@ CPU_BLOCK_BYTES = 512 * 1024
 
 
 class _Block(NamedTuple):
-    """A part of the scan solved on its own: batch rows, channels, B/C group."""
+    """A part of the scan solved on its own: batch rows, channels, B/C
+    group."""
     rows: slice
     channels: slice
     group: int
@@ -331,7 +332,8 @@ def selective_scan_torch(u: torch.Tensor,
                          z: Optional[torch.Tensor] = None,
                          delta_bias: Optional[torch.Tensor] = None,
                          delta_softplus: bool = False) -> torch.Tensor:
-    """Portable selective scan with mamba-ssm's ``selective_scan_fn`` interface.
+    """Portable selective scan with mamba-ssm's ``selective_scan_fn``
+    interface.
 
     u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l), or (b, g, n, l) with
     the d channels split into g groups that share B and C; D, delta_bias: (d,).

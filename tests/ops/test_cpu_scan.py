@@ -9,7 +9,8 @@ from mmvim.ops.registry import load_backend
 
 CPU_OPS = load_backend('cpu')[0]
 needs_cpu_ops = pytest.mark.skipif(
-    CPU_OPS is None, reason=f'cpu backend unavailable: {load_backend("cpu")[1]}')
+    CPU_OPS is None,
+    reason=f'cpu backend unavailable: {load_backend("cpu")[1]}')
 
 
 def make_inputs(batch=2, channels=4, length=23, state=16, groups=None,

@@ -21,7 +21,8 @@ def reset_backend():
 
 def run(backend, inputs):
     ops.set_backend(backend)
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    leaves = {k: v.detach().clone().requires_grad_()
+              for k, v in inputs.items()}
     out = ops.selective_scan(**leaves, delta_softplus=True)
     out.backward(torch.ones_like(out))
     return out, {k: v.grad for k, v in leaves.items()}

@@ -16,7 +16,8 @@ def good(batch=1, channels=4, length=5, state=3, groups=2):
                 A=-torch.rand(channels, state),
                 B=torch.randn(batch, groups, state, length),
                 C=torch.randn(batch, groups, state, length),
-                D=torch.randn(channels), z=torch.randn(batch, channels, length),
+                D=torch.randn(channels),
+                z=torch.randn(batch, channels, length),
                 delta_bias=torch.randn(channels))
 
 
