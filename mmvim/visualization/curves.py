@@ -15,6 +15,9 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 # The headline metric of each task family, drawn unless others are asked for.
 HEADLINE_METRICS = ('mIoU', 'coco/bbox_mAP', 'coco/segm_mAP')
 NOT_METRICS = ('step', 'time', 'data_time', 'iter', 'epoch', 'memory')
+# mmengine logs the schedule's lr (base_lr) and the first parameter group's,
+# which layer-wise decay scales down.
+LR_KEYS = {'base_lr': 'base_lr (schedule)', 'lr': 'lr (first param group)'}
 DPI = 100
 
 
@@ -60,6 +63,7 @@ def load_scalars(work_dir) -> Scalars:
     train, evaluation = {}, {}
     for log in find_scalar_logs(work_dir):
         lines = log.read_text().splitlines()
+        last_train_step = 0
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -74,12 +78,34 @@ def load_scalars(work_dir) -> Scalars:
             if not isinstance(record, dict) or 'step' not in record:
                 raise ValueError(f'{log}, line {number} has no "step": '
                                  'not an mmengine scalar record')
-            kind = train if _is_training_record(record) else evaluation
-            kind[record['step']] = record
+            if _is_training_record(record):
+                train[record['step']] = record
+                last_train_step = record['step']
+            else:
+                evaluation.setdefault(log, []).append(
+                    (last_train_step, record))
     by_epoch = any('epoch' in record for record in train.values())
+    evaluation = _evaluation_by_step(evaluation, by_epoch)
     return Scalars([train[step] for step in sorted(train)],
                    [evaluation[step] for step in sorted(evaluation)],
                    'epoch' if by_epoch else 'iteration')
+
+
+def _evaluation_by_step(evaluation: Dict, by_epoch: bool) -> Dict:
+    """Evaluation records by step, a later run's replacing an earlier's.
+
+    An iteration-based run whose LoggerHook keeps ``log_metric_by_epoch``
+    at its default (True) logs every evaluation at step 0, its epoch; the
+    evaluation then takes the step of the last training record before it
+    (exact when the logging interval divides the evaluation interval).
+    """
+    by_step = {}
+    for records in evaluation.values():
+        for last_train_step, record in records:
+            if not by_epoch and record['step'] < last_train_step:
+                record = dict(record, step=last_train_step)
+            by_step[record['step']] = record
+    return by_step
 
 
 def _series(records: List[Dict], key: str):
@@ -106,8 +132,8 @@ def plot_curves(scalars: Scalars,
                 metrics: Optional[Sequence[str]] = None,
                 title: Optional[str] = None,
                 overwrite: bool = False) -> List[str]:
-    """Draws loss and lr against iteration and the metrics at each
-    evaluation, side by side, into a PNG. Returns the names drawn.
+    """Draws loss and learning rates against iteration and the metrics at
+    each evaluation, side by side, into a PNG. Returns the names drawn.
 
     ``metrics`` defaults to :func:`metric_names`; a name that was never
     logged is an error listing those that were.
@@ -133,14 +159,20 @@ def plot_curves(scalars: Scalars,
     FigureCanvasAgg(fig)
     loss_axes, lr_axes, metric_axes = fig.subplots(1, 3)
     drawn = []
-    for axes, key in ((loss_axes, 'loss'), (lr_axes, 'lr')):
-        steps, values = _series(scalars.train, key)
-        if steps:
-            axes.plot(steps, values, linewidth=1.5)
-            drawn.append(key)
-        axes.set_title(key if steps else f'{key}: not logged')
+    for axes, heading, keys in ((loss_axes, 'loss', ('loss', )),
+                                (lr_axes, 'learning rate', LR_KEYS)):
+        for key in keys:
+            steps, values = _series(scalars.train, key)
+            if steps:
+                axes.plot(steps, values, linewidth=1.5,
+                          label=LR_KEYS.get(key))
+                drawn.append(key)
+        axes.set_title(heading if set(keys) & set(drawn) else
+                       f'{heading}: not logged')
         axes.set_xlabel('iteration')
         axes.grid(alpha=0.3)
+    if len(set(LR_KEYS) & set(drawn)) > 1:
+        lr_axes.legend()
     lr_axes.ticklabel_format(axis='y', style='sci', scilimits=(-2, 3))
     for name in available:
         steps, values = _series(scalars.evaluation, name)
@@ -154,6 +186,7 @@ def plot_curves(scalars: Scalars,
                 fontsize=9)
         drawn.append(name)
     if available:
+        metric_axes.margins(y=0.15)  # room for the values written above
         metric_axes.legend()
         metric_axes.set_title('evaluation')
     else:

@@ -2,8 +2,8 @@
 
 Each picture is enlarged by a whole factor (nearest neighbour, so every label
 pixel stays a block of one colour), titled, and the colours of the classes
-drawn are listed in a legend under the pictures. Drawn with matplotlib's Agg canvas
-(no pyplot, no display, no global backend switch).
+drawn are listed in a legend under the pictures. Drawn with matplotlib's Agg
+canvas (no pyplot, no display, no global backend switch).
 """
 import math
 from pathlib import Path

@@ -15,8 +15,8 @@ def test_curves_of_a_trained_work_dir(tool_main, run_tool, tiny_config,
     build_runner(load_config(str(tiny_config), work_dir=str(work_dir))).train()
     capsys.readouterr()
     out = tool_main(SCRIPT, work_dir)
-    assert 'loss, lr, mIoU from 4 training and 1 evaluation records' in (
-        capsys.readouterr().out)
+    assert ('loss, base_lr, lr, mIoU from 4 training and 1 evaluation '
+            'records') in capsys.readouterr().out
     assert out == work_dir / 'curves.png'
     assert Image.open(out).size == (1500, 450)
     # A second run does not replace the picture unless asked.

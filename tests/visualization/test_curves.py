@@ -18,8 +18,8 @@ def write_run(work_dir, timestamp, records, tail=''):
 
 
 def train_record(step, loss):
-    return dict(lr=1e-3 * step / 40, loss=loss, time=0.5, iter=step,
-                memory=100, step=step)
+    return dict(base_lr=1e-3 * step / 40, lr=1e-4 * step / 40, loss=loss,
+                time=0.5, iter=step, memory=100, step=step)
 
 
 def segmentation_run(work_dir):
@@ -27,8 +27,9 @@ def segmentation_run(work_dir):
     from iteration 20 in a second run (a new timestamp folder) that
     re-logs iteration 30 and was killed while writing its last line."""
     first = [dict(mIoU=3.1, aAcc=20.0, data_time=0.1, time=0.2, step=0)]
-    first += [train_record(step, 2.0 - step / 40) for step in (10, 20, 30)]
+    first += [train_record(step, 2.0 - step / 40) for step in (10, 20)]
     first += [dict(mIoU=50.0, aAcc=70.0, data_time=0.1, time=0.2, step=20)]
+    first += [train_record(30, 2.0 - 30 / 40)]
     second = [train_record(step, 1.0 - step / 100) for step in (30, 40)]
     second += [dict(mIoU=90.9, aAcc=95.0, data_time=0.1, time=0.2, step=40)]
     write_run(work_dir, '20240101_000000', first)
@@ -43,9 +44,22 @@ def test_runs_merge_oldest_first_and_later_steps_win(tmp_path):
     scalars = load_scalars(tmp_path)
     assert [r['step'] for r in scalars.train] == [10, 20, 30, 40]
     assert scalars.train[2]['loss'] == pytest.approx(0.7)  # the resumed run
-    assert [r['mIoU'] for r in scalars.evaluation] == [3.1, 50.0, 90.9]
+    assert [(r['step'], r['mIoU']) for r in scalars.evaluation] == [
+        (0, 3.1), (20, 50.0), (40, 90.9)]
     assert scalars.eval_unit == 'iteration'
     assert metric_names(scalars) == ['mIoU']
+
+
+def test_evaluations_logged_at_epoch_0_of_an_iteration_run(tmp_path):
+    # LoggerHook(log_metric_by_epoch=True), its default, with an
+    # IterBasedTrainLoop: every evaluation is logged at step 0.
+    records = [dict(mIoU=3.1, step=0)]
+    records += [train_record(step, 1.0) for step in (10, 20)]
+    records += [dict(mIoU=90.9, step=0)]
+    write_run(tmp_path, '20240101_000000', records)
+    scalars = load_scalars(tmp_path)
+    assert [(r['step'], r['mIoU']) for r in scalars.evaluation] == [
+        (0, 3.1), (20, 90.9)]
 
 
 def test_epoch_runs_and_detection_metrics(tmp_path):
@@ -75,7 +89,7 @@ def test_plot_draws_loss_lr_and_metric_panels(tmp_path):
     segmentation_run(tmp_path)
     out = tmp_path / 'curves.png'
     drawn = plot_curves(load_scalars(tmp_path), out, title='toy')
-    assert drawn == ['loss', 'lr', 'mIoU']
+    assert drawn == ['loss', 'base_lr', 'lr', 'mIoU']
     pixels = np.array(Image.open(out).convert('RGB')).astype(int)
     assert pixels.shape == (450, 1500, 3)
     # Each third of the figure holds a drawn curve: pixels of matplotlib's
@@ -83,6 +97,11 @@ def test_plot_draws_loss_lr_and_metric_panels(tmp_path):
     line = (np.abs(pixels - [31, 119, 180]).sum(-1) < 30)
     thirds = np.array_split(line, 3, axis=1)
     assert all(third.sum() > 100 for third in thirds)
+    # The title given, and only it, is written above the panels: without
+    # one the top of the figure differs.
+    plot_curves(load_scalars(tmp_path), tmp_path / 'untitled.png')
+    untitled = np.array(Image.open(tmp_path / 'untitled.png').convert('RGB'))
+    assert not np.array_equal(pixels[:40], untitled[:40])
     with pytest.raises(FileExistsError):
         plot_curves(load_scalars(tmp_path), out)
     with pytest.raises(ValueError, match="never logged; the log has"):
