@@ -217,7 +217,7 @@ def plan_checkpoints(cfg, resume) -> CheckpointPlan:
             break
         later.append(path)
     if skipped:
-        plan.notes.append('skipped checkpoints that do not load: ' +
+        plan.notes.append('skipped checkpoints that cannot be resumed: ' +
                           '; '.join(skipped))
     if later and plan.resume_from is None:
         _refuse_earlier_files(layout.directory, later)
