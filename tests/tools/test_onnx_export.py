@@ -78,3 +78,15 @@ def test_refuses_to_replace_a_file_or_read_a_missing_checkpoint(
         [SCRIPT, tiny_config, tmp_path / 'none.pth', '--out',
          tmp_path / 'new.onnx'])
     assert result.returncode != 0 and 'no such checkpoint' in result.stderr
+
+
+def test_an_opset_torch_cannot_write_is_an_error(run_tool, tiny_config,
+                                                 tmp_path):
+    # torch's exporter writes opset 18 and falls back to it when it cannot
+    # convert; the tool refuses instead of writing another opset than asked.
+    out = tmp_path / 'old.onnx'
+    result = run_tool([SCRIPT, tiny_config, '--out', out, '--shape', 32, 32,
+                       '--opset', 17, '--skip-check'])
+    assert result.returncode != 0
+    assert 'could not convert the graph to opset 17' in result.stderr
+    assert not out.exists() and not list(tmp_path.glob('*.partial'))

@@ -193,9 +193,23 @@ def export(model: nn.Module, pictures: torch.Tensor, out: Path, opset: int,
             opset_version=opset,
             input_names=['pictures'],
             output_names=list(output_names))
+        written = written_opset(partial)
+        if written != opset:
+            # torch falls back to its own opset when converting fails.
+            raise ValueError(f'torch could not convert the graph to opset '
+                             f'{opset} (it wrote opset {written}); choose '
+                             f'--opset {written} or higher')
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def written_opset(path: Path) -> int:
+    """The default-domain (ai.onnx) opset a file declares."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    return next(entry.version for entry in model.opset_import
+                if entry.domain in ('', 'ai.onnx'))
 
 
 def onnxruntime_session(out: Path, threads: int = 0):
@@ -278,7 +292,10 @@ def main(argv=None):
         output_names = (['logits'] if not args.backbone_only else
                         [f'features_{i}' for i in range(len(expected))])
         started = time.perf_counter()
-        export(model, pictures, out, args.opset, output_names)
+        try:
+            export(model, pictures, out, args.opset, output_names)
+        except ValueError as error:
+            sys.exit(f'error: {error}')
     print(f'{out}: {out.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, '
           f'backend {args.backend}, input pictures {tuple(pictures.shape)}, '
           'outputs ' + ', '.join(f'{name} {tuple(t.shape)}'
