@@ -16,19 +16,31 @@ i.e. b * d * l * (4 N + 3) for a call on (b, d, l) inputs with state size N
 (d counts both directions' channels when they share one call). FLOPs do not
 depend on the backend that runs in practice.
 """
+import contextlib
 from typing import Dict, Tuple
 
 import torch
 
-from mmvim.ops import Backend, register_backend, use_backend
+from mmvim.ops import (Backend, register_backend, unregister_backend,
+                       use_backend)
 
-FLOP_COUNT_BACKEND = 'flop_count'
 SCAN_OP = 'prim::PythonOp.OpaqueSelectiveScan'
+# Registered only while a count runs, so no one else ever sees it.
+FLOP_COUNT_BACKEND = Backend(
+    'flop_count', 'mmvim.analysis.flop_count_backend',
+    'the portable ops with each scan traced as one node (FLOP counting)',
+    fix='It needs only torch')
 
-register_backend(
-    Backend(FLOP_COUNT_BACKEND, 'mmvim.analysis.flop_count_backend',
-            'the portable ops with each scan traced as one node (FLOP '
-            'counting)', fix='It needs only torch'))
+
+@contextlib.contextmanager
+def counting_scans():
+    """Run the ops on the ``flop_count`` backend inside the block."""
+    register_backend(FLOP_COUNT_BACKEND)
+    try:
+        with use_backend(FLOP_COUNT_BACKEND.name):
+            yield
+    finally:
+        unregister_backend(FLOP_COUNT_BACKEND.name)
 
 
 def selective_scan_flops(inputs, outputs) -> Dict[str, int]:
@@ -51,7 +63,7 @@ def count_complexity(model: torch.nn.Module, inputs: Tuple,
     from mmengine.analysis.print_helper import complexity_stats_table
 
     from mmvim.models.layers.bimamba import BiMambaMixer
-    with use_backend(FLOP_COUNT_BACKEND), torch.no_grad():
+    with counting_scans(), torch.no_grad():
         analyzer = FlopAnalyzer(model.eval(), inputs)
         analyzer.set_op_handle(SCAN_OP, selective_scan_flops)
         analyzer.unsupported_ops_warnings(False)

@@ -23,7 +23,7 @@ from .portable_scan import selective_scan_sequential, selective_scan_torch
 from .registry import (BACKEND_ENV, Backend, BackendStatus, auto_order,
                        backend_names, get_backend, list_backends,
                        register_backend, requested_backend, set_backend,
-                       use_backend)
+                       unregister_backend, use_backend)
 
 
 def _triton_device_types():
@@ -67,5 +67,5 @@ __all__ = [
     'check_scan_arguments', 'get_backend', 'list_backends',
     'register_backend', 'requested_backend',
     'selective_scan', 'selective_scan_sequential', 'selective_scan_torch',
-    'set_backend', 'use_backend'
+    'set_backend', 'unregister_backend', 'use_backend'
 ]

@@ -75,6 +75,15 @@ def register_backend(backend: Backend) -> None:
     load_backend.cache_clear()
 
 
+def unregister_backend(name: str) -> None:
+    """Remove the backend ``name`` (e.g. one a tool registered for itself)."""
+    if _forced == name:
+        raise RuntimeError(f'The {name!r} ops backend is forced; '
+                           'set_backend(None) first.')
+    del _BACKENDS[name]
+    load_backend.cache_clear()
+
+
 def auto_order(device_type: str) -> Tuple[str, ...]:
     """The backends ``auto`` tries for tensors of ``device_type``, in order."""
     ranked = []

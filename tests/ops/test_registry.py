@@ -133,8 +133,9 @@ def test_a_new_backend_runs_without_touching_the_mixer(tiny_vim):
         assert calls.count('bidirectional_selective_scan') == 2
         assert calls.count('causal_conv1d_silu') == 4
     finally:
-        registry._BACKENDS.pop('counting')
+        ops.unregister_backend('counting')
         del sys.modules['counting_backend']
+    assert 'counting' not in ops.backend_names()
 
 
 def test_import_survives_broken_accelerators(tmp_path):
@@ -186,3 +187,12 @@ def test_conv_shape_errors_name_the_argument():
     with pytest.raises(ValueError, match='bias'):
         ops.causal_conv1d_silu(torch.zeros(1, 3, 5), torch.zeros(3, 4),
                                torch.zeros(2))
+
+
+def test_a_tool_backend_is_seen_only_while_it_runs(tiny_vim):
+    from mmvim.analysis.complexity import count_complexity
+    model = tiny_vim(arch=dict(embed_dims=16, num_layers=1), img_size=32)
+    stats = count_complexity(model, (torch.zeros(1, 3, 32, 32), ))
+    assert stats['scan_flops'] > 0
+    assert 'flop_count' not in ops.backend_names()
+    assert ops.requested_backend() == 'auto'
