@@ -375,6 +375,35 @@ class VisionMamba(BaseModule):
         MMLogger.get_current_instance().info(
             f'VisionMamba: loaded {len(state_dict)} tensors from {checkpoint}')
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Refuse weights of the wrong shape under this backbone's prefix,
+        however the loader was called.
+
+        mmengine's loader (behind mmseg's ``init_model``, mmdet's
+        ``init_detector`` and their inferencers) loads with ``strict=False``
+        and only warns about mismatched shapes, which leaves random weights in
+        their place: here it is an error naming the keys.
+        """
+        mismatched = [
+            f'{prefix}{name} {tuple(state_dict[prefix + name].shape)} vs '
+            f'{tuple(tensor.shape)}'
+            for name, tensor in self.state_dict().items()
+            if prefix + name in state_dict
+            and state_dict[prefix + name].shape != tensor.shape
+        ]
+        if mismatched:
+            raise ValueError(
+                'The checkpoint does not fit this VisionMamba (embed_dims='
+                f'{self.embed_dims}, num_layers={self.num_layers}, img_size '
+                f'{self.img_size}): shape mismatch (checkpoint vs model): '
+                f'{_describe(mismatched)}. Use the config the checkpoint was '
+                'trained with.')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def _pos_embed_for(self, grid):
         return resize_pos_embed(self.pos_embed, self.patch_grid, grid,
                                 self.with_cls_token, self.interpolate_mode)

@@ -162,3 +162,25 @@ def test_loads_mmengine_checkpoint_with_prefix(tiny_vim, save_checkpoint):
     model.init_weights()
     torch.testing.assert_close(model.layers[1].mixer.A_b_log,
                                source.layers[1].mixer.A_b_log)
+
+
+def test_mismatched_shapes_raise_even_through_a_lenient_loader(tiny_vim):
+    """mmengine's loader (behind mmseg's init_model and mmdet's
+    init_detector) uses strict=False and only warns; the backbone raises."""
+    from mmengine.runner.checkpoint import load_state_dict
+
+    class Segmentor(torch.nn.Module):
+
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone = backbone
+
+    model = Segmentor(tiny_vim())
+    state = {f'backbone.{k}': v.clone()
+             for k, v in model.backbone.state_dict().items()}
+    load_state_dict(model, state, strict=False)  # fits: loads
+    state['backbone.layers.1.mixer.in_proj.weight'] = torch.zeros(3, 3)
+    with pytest.raises(ValueError,
+                       match=r'backbone\.layers\.1\.mixer\.in_proj\.weight'
+                       r' \(3, 3\) vs'):
+        load_state_dict(model, state, strict=False)
