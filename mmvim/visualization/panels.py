@@ -261,8 +261,11 @@ def detection_panel(image,
                           edgecolor=colour, linewidth=2))
             text = classes[label] + ('' if score is None else
                                      f' {score:.2f}')
-            axes.text(x1, y1 - 2, text, fontsize=FONT_SIZE - 3,
-                      color='white', va='bottom',
+            # Above the box, or inside it where that would leave the picture.
+            above = y1 >= 2 * FONT_SIZE
+            axes.text(x1, y1 - 2 if above else y1 + 2, text,
+                      fontsize=FONT_SIZE - 3, color='white',
+                      va='bottom' if above else 'top', clip_on=True,
                       bbox=dict(facecolor=colour, edgecolor='none', pad=1))
 
     titles = [

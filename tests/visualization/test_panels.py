@@ -30,11 +30,11 @@ def count(pixels, colour):
     return int((pixels == np.array(colour, np.uint8)).all(-1).sum())
 
 
-def picture_area(panel, index):
+def picture_area(panel, index, height=HEIGHT, width=WIDTH):
     """The pixels of picture ``index`` of a panel, from the layout."""
     top = TITLE_HEIGHT
-    left = MARGIN + index * (WIDTH * SCALE + MARGIN)
-    return panel[top:top + HEIGHT * SCALE, left:left + WIDTH * SCALE]
+    left = MARGIN + index * (width * SCALE + MARGIN)
+    return panel[top:top + height * SCALE, left:left + width * SCALE]
 
 
 def test_segmentation_panel_layout_colours_and_legend(tmp_path):
@@ -82,30 +82,35 @@ def test_segmentation_panel_refuses_bad_input_and_overwriting(tmp_path):
 
 
 def test_detection_panel_draws_objects_above_the_score(tmp_path):
-    masks = np.zeros((2, HEIGHT, WIDTH), bool)
-    masks[0, 2:6, 2:6] = True
-    masks[1, 6:10, 9:14] = True
-    boxes = np.array([[2, 2, 6, 6], [9, 6, 14, 10]], np.float32)
+    height, width = 24, 32
+    masks = np.zeros((2, height, width), bool)
+    masks[0, 2:10, 2:10] = True  # near the top: its label goes inside
+    masks[1, 12:20, 16:26] = True
+    boxes = np.array([[2, 2, 10, 10], [16, 12, 26, 20]], np.float32)
     ground_truth = Instances(boxes, np.array([0, 2]), masks)
     prediction = Instances(boxes, np.array([0, 2]), masks,
                            np.array([0.9, 0.05]))
-    image = np.full((HEIGHT, WIDTH, 3), 200, np.uint8)
+    image = np.full((height, width, 3), 200, np.uint8)
     out = detection_panel(image, ground_truth, prediction, CLASSES,
                           tmp_path / 'det.png', score_thr=0.3,
                           palette=PALETTE, scale=SCALE)
     panel = np.array(Image.open(out).convert('RGB'))
-    assert panel.shape[1] >= 3 * WIDTH * SCALE
+    assert panel.shape[1] >= 3 * width * SCALE
     blended = [tuple(np.round(0.5 * 200 + 0.5 * np.array(c)).astype(int))
                for c in PALETTE]
-    truth_area, predicted_area = (picture_area(panel, i) for i in (1, 2))
+    truth_area, predicted_area = (
+        picture_area(panel, i, height, width) for i in (1, 2))
+    # No label (a box of its class colour) is drawn over the titles.
+    assert count(panel[:TITLE_HEIGHT], PALETTE[0]) == 0
+    assert count(truth_area, PALETTE[0]) > 0
     # Ground truth: both masks blended in; prediction: only the one scored
     # above 0.3 (the 0.05 water object is left out).
     assert count(truth_area, blended[0]) > 0
     assert count(truth_area, blended[2]) > 0
     assert count(predicted_area, blended[0]) > 0
     assert count(predicted_area, blended[2]) == 0
-    assert count(picture_area(panel, 0), blended[0]) == 0
-    legend = panel[TITLE_HEIGHT + HEIGHT * SCALE:]
+    assert count(picture_area(panel, 0, height, width), blended[0]) == 0
+    legend = panel[TITLE_HEIGHT + height * SCALE:]
     for colour in (PALETTE[0], PALETTE[2]):
         assert count(legend, colour) > 50, colour
     assert count(legend, PALETTE[1]) == 0  # no grass object anywhere

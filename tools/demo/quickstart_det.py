@@ -119,10 +119,15 @@ def main() -> None:
     except RunSetupError as error:
         sys.exit(f'error: {error}')
 
-    # Runners of one process need their own logger/message hub names.
+    def run_options(name):
+        # Runners of one process need their own logger/message hub names,
+        # and visualizer names: mmdet's is fixed, so the second runner would
+        # get the first one's and log its scalars into the first's folder.
+        return dict(data_options, experiment_name=name,
+                    **{'visualizer.name': name})
+
     untrained = build_runner(
-        load_config(str(CONFIG), dict(data_options,
-                                      experiment_name='quickstart_untrained'),
+        load_config(str(CONFIG), run_options('quickstart_untrained'),
                     work_dir=osp.join(args.work_dir, 'untrained')))
     # Runner.test() does not initialise weights (train() does): do it the
     # way training will, from the same seed.
@@ -130,8 +135,7 @@ def main() -> None:
     before = evaluate(untrained)
 
     trained_cfg = load_config(
-        str(CONFIG),
-        dict(data_options, experiment_name='quickstart_trained'),
+        str(CONFIG), run_options('quickstart_trained'),
         work_dir=args.work_dir)
     runner = build_runner(trained_cfg)
     runner.train()
