@@ -18,7 +18,8 @@ def test_curves_of_a_trained_work_dir(tool_main, run_tool, tiny_config,
     assert ('loss, base_lr, lr, mIoU from 4 training and 1 evaluation '
             'records') in capsys.readouterr().out
     assert out == work_dir / 'curves.png'
-    assert Image.open(out).size == (1500, 450)
+    with Image.open(out) as picture:
+        assert picture.size == (1500, 450)
     # A second run does not replace the picture unless asked.
     result = run_tool([SCRIPT, work_dir])
     assert result.returncode != 0 and 'pass --overwrite' in result.stderr

@@ -10,6 +10,11 @@ from mmvim.runtime import load_config
 pytestmark = pytest.mark.slow  # builds the models, runs inference
 
 
+def size_of(picture):
+    with Image.open(picture) as image:
+        return image.size
+
+
 def save_checkpoint(model, path, classes=None):
     meta = {} if classes is None else dict(dataset_meta=dict(classes=classes))
     torch.save({'state_dict': model.state_dict(), 'meta': meta}, path)
@@ -28,7 +33,7 @@ def test_segmentation_quickstart_panels(tool_module, tiny_config,
         (tiny_ade20k_root / 'images' / 'validation').glob('*.jpg'))
     assert panels == [tmp_path / f'panel_{p.stem}.png' for p in pictures]
     for panel in panels:
-        width, height = Image.open(panel).size
+        width, height = size_of(panel)
         assert width >= 3 * 4 * 32 and height >= 4 * 32
 
 
@@ -57,5 +62,5 @@ def test_detection_quickstart_panel(tool_module, tmp_path):
         toy.CLASSES)
     panel = quickstart.write_panel(cfg, str(checkpoint), str(data_root), 0.0)
     assert panel == tmp_path / 'panel_000000.png'
-    width, height = Image.open(panel).size
+    width, height = size_of(panel)
     assert width >= 3 * 4 * 160 and height >= 4 * 128
