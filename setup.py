@@ -53,7 +53,8 @@ def cpu_ops_build():
     arm = platform.machine().lower() in ('aarch64', 'arm64')
     march = os.environ.get('MMVIM_CPU_MARCH', 'native')
     extension = CppExtension(
-        'mmvim.ops._cpu_scan', ['mmvim/ops/csrc/selective_scan_cpu.cpp'],
+        'mmvim.ops._cpu_scan', sorted(
+            str(path) for path in Path('mmvim/ops/csrc').glob('*.cpp')),
         extra_compile_args=[
             '-O3', ('-mcpu=' if arm else '-march=') + march, '-fopenmp',
             '-fno-math-errno', '-fno-trapping-math', '-ffp-contract=fast'

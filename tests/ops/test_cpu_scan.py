@@ -226,3 +226,36 @@ def test_backward_stores_no_full_state_tensor_and_is_deterministic():
         torch.set_num_threads(previous)
     for name in first[1]:
         assert torch.equal(first[1][name], second[1][name]), name
+
+
+@needs_cpu_ops
+@pytest.mark.parametrize('reverse', [False, True])
+@pytest.mark.parametrize('length', [1, 3, 50])
+def test_conv_matches_the_portable_conv(reverse, length):
+    gen = torch.Generator().manual_seed(0)
+    # The mixer's x is a channel-last view of the input projection.
+    x = torch.randn(2, length, 6, generator=gen).transpose(1, 2)
+    weight, bias = torch.randn(6, 4, generator=gen), torch.randn(6,
+                                                                  generator=gen)
+    results = []
+    for backend in ('cpu', 'torch'):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        with ops.use_backend(backend):
+            out = ops.causal_conv1d_silu(*leaves, reverse=reverse)
+        grad_out = torch.randn(out.shape, generator=torch.Generator()
+                               .manual_seed(1))
+        results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
+    for cpu, portable in zip(*results):
+        torch.testing.assert_close(cpu, portable, rtol=1e-5, atol=1e-5)
+
+
+@needs_cpu_ops
+def test_conv_gradcheck_float64():
+    gen = torch.Generator().manual_seed(0)
+    leaves = [torch.randn(*shape, generator=gen, dtype=torch.float64)
+              .requires_grad_() for shape in ((1, 3, 7), (3, 4), (3, ))]
+    with ops.use_backend('cpu'):
+        for reverse in (False, True):
+            assert torch.autograd.gradcheck(
+                lambda x, w, b: ops.causal_conv1d_silu(x, w, b, reverse),
+                leaves)

@@ -1,18 +1,15 @@
-"""The ``cpu`` backend: mmvim's compiled selective scan (mmvim/ops/csrc).
+"""The ``cpu`` backend: mmvim's compiled selective scan and causal conv
+(mmvim/ops/csrc).
 
 The extension is built at install for the installing machine (see setup.py);
 :func:`check` reports it unavailable, with the reason, where it was not built,
 does not load against this torch, or was built for instructions this CPU
-lacks. The causal conv stays PyTorch's (oneDNN's depthwise conv): it is a
-few percent of a Vim layer's time, and fusing it would not remove the u
-tensor the projections need anyway.
+lacks.
 """
 import platform
 from typing import Optional
 
 import torch
-
-from ..portable_conv import causal_conv1d_silu_torch as causal_conv1d_silu
 
 try:
     from .. import _cpu_scan
@@ -101,6 +98,37 @@ class CpuSelectiveScan(torch.autograd.Function):
                 summed(grad_A, A0), grad_B, grad_C, summed(grad_D, D0),
                 None if z0 is None else grad_z.to(z0.dtype),
                 summed(grad_bias, bias0), None, None)
+
+
+class CpuCausalConv1dSilu(torch.autograd.Function):
+    """The compiled depthwise conv + SiLU; ``reverse`` looks ahead."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, reverse):
+        compute = _compute_dtype(x.dtype)
+        weight_, bias_ = [None if t is None else t.to(compute).contiguous()
+                          for t in (weight, bias)]
+        ctx.save_for_backward(x, weight_, bias_)
+        ctx.reverse = reverse
+        ctx.like = (weight, bias)
+        return _cpu_scan.causal_conv1d_silu_forward(x, weight_, bias_,
+                                                    reverse)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, bias = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = \
+            _cpu_scan.causal_conv1d_silu_backward(x, weight, bias,
+                                                  ctx.reverse,
+                                                  grad_out.to(x.dtype))
+        weight0, bias0 = ctx.like
+        return (grad_x, grad_weight.sum(0).to(weight0.dtype),
+                None if bias0 is None else grad_bias.sum(0).to(bias0.dtype),
+                None)
+
+
+def causal_conv1d_silu(x, weight, bias, reverse):
+    return CpuCausalConv1dSilu.apply(x, weight, bias, reverse)
 
 
 def selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):

@@ -586,11 +586,20 @@ std::vector<std::string> compiled_isa() {
   return isa;
 }
 
+// causal_conv1d_cpu.cpp
+at::Tensor causal_conv1d_silu_forward(const at::Tensor& x, const at::Tensor& weight,
+                                      const c10::optional<at::Tensor>& bias, bool reverse);
+std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const at::Tensor& weight,
+                                                    const c10::optional<at::Tensor>& bias,
+                                                    bool reverse, const at::Tensor& grad_out);
+
 }  // namespace mmvim
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mmvim's selective scan for CPUs";
+  m.doc() = "mmvim's selective scan and causal conv for CPUs";
   m.def("selective_scan_forward", &mmvim::selective_scan_forward);
   m.def("selective_scan_backward", &mmvim::selective_scan_backward);
+  m.def("causal_conv1d_silu_forward", &mmvim::causal_conv1d_silu_forward);
+  m.def("causal_conv1d_silu_backward", &mmvim::causal_conv1d_silu_backward);
   m.def("compiled_isa", &mmvim::compiled_isa);
 }
