@@ -55,6 +55,8 @@ def cpu_ops_build():
     extension = CppExtension(
         'mmvim.ops._cpu_scan', sorted(
             str(path) for path in Path('mmvim/ops/csrc').glob('*.cpp')),
+        depends=sorted(
+            str(path) for path in Path('mmvim/ops/csrc').glob('*.h')),
         extra_compile_args=[
             '-O3', ('-mcpu=' if arm else '-march=') + march, '-fopenmp',
             '-fno-math-errno', '-fno-trapping-math', '-ffp-contract=fast'

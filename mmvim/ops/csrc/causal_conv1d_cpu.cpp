@@ -11,6 +11,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "cpu_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -50,11 +52,6 @@ struct ConvRows {
   }
 };
 
-template <typename acc_t>
-inline acc_t sigmoid_of(acc_t x) {
-  return acc_t(1) / (acc_t(1) + std::exp(-x));
-}
-
 template <typename scalar_t, typename acc_t>
 ConvRows<scalar_t, acc_t> make_rows(const at::Tensor& x, const at::Tensor& weight,
                                     const c10::optional<at::Tensor>& bias, bool reverse) {
@@ -84,7 +81,7 @@ at::Tensor causal_conv1d_silu_forward(const at::Tensor& x, const at::Tensor& wei
         rows.pre_activation(c, padded.data(), pre.data());
         scalar_t* dst = out_data + r * rows.length;
         for (int64_t t = 0; t < rows.length; ++t)
-          dst[t] = static_cast<scalar_t>(pre[t] * sigmoid_of(pre[t]));
+          dst[t] = static_cast<scalar_t>(pre[t] * sigmoid(pre[t]));
       }
     });
   });
@@ -118,7 +115,7 @@ std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const a
         const scalar_t* g = grads.x + b * grads.batch_stride + c * grads.channel_stride;
         acc_t sum_grad_pre = 0;
         for (int64_t t = 0; t < L; ++t) {
-          const acc_t s = sigmoid_of(pre[t]);
+          const acc_t s = sigmoid(pre[t]);
           grad_pre[t] = static_cast<acc_t>(g[t * grads.token_stride]) * s *
                         (acc_t(1) + pre[t] * (acc_t(1) - s));
           sum_grad_pre += grad_pre[t];

@@ -1,0 +1,76 @@
+// Transcendentals for mmvim's CPU kernels, written so that loops calling
+// them vectorise (std::exp stays a scalar libm call without -ffast-math).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace mmvim {
+
+constexpr double kLog2e = 1.4426950408889634;
+
+// Transcendentals in a form the vectoriser handles. float: exp2 by range
+// reduction to [-0.5, 0.5] and a degree-6 polynomial fitted here for relative
+// error (2e-9 before rounding, i.e. within an ulp of exp2f). Inputs are
+// clamped to [-115, 126]: 2^-115 keeps every factor a normal number (x86
+// processes subnormals up to a hundred times slower) and changes no result
+// representable next to the state it decays (below 1e-34 of it).
+template <typename acc_t>
+struct Math;
+
+template <>
+struct Math<float> {
+  static inline float exp2(float x) {
+    x = std::min(std::max(x, -115.f), 126.f);
+    const float k = __builtin_rintf(x);
+    const float f = x - k;
+    float p = 1.53375851e-04f;
+    p = p * f + 1.33998699e-03f;
+    p = p * f + 9.61851959e-03f;
+    p = p * f + 5.55032897e-02f;
+    p = p * f + 2.40226466e-01f;
+    p = p * f + 6.93147206e-01f;
+    p = p * f + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+  }
+  static inline float exp(float x) { return exp2(x * float(kLog2e)); }
+  // log(1 + y) for y in [0, 1] as 2 atanh(y / (2 + y)): no cancellation for
+  // small y, series error below 2e-8 relative.
+  static inline float log1p01(float y) {
+    const float s = y / (2.f + y);
+    const float s2 = s * s;
+    float p = 1.f / 13.f;
+    p = p * s2 + 1.f / 11.f;
+    p = p * s2 + 1.f / 9.f;
+    p = p * s2 + 1.f / 7.f;
+    p = p * s2 + 1.f / 5.f;
+    p = p * s2 + 1.f / 3.f;
+    p = p * s2 + 1.f;
+    return 2.f * s * p;
+  }
+};
+
+template <>
+struct Math<double> {
+  static inline double exp2(double x) { return std::exp2(x); }
+  static inline double exp(double x) { return std::exp(x); }
+  static inline double log1p01(double y) { return std::log1p(y); }
+};
+
+template <typename acc_t>
+inline acc_t softplus(acc_t x) {
+  // max(x, 0) + log(1 + exp(-|x|)): overflow-free, exact for large |x|.
+  return std::max(x, acc_t(0)) + Math<acc_t>::log1p01(Math<acc_t>::exp(-std::abs(x)));
+}
+
+template <typename acc_t>
+inline acc_t sigmoid(acc_t x) {
+  return acc_t(1) / (acc_t(1) + Math<acc_t>::exp(-x));
+}
+
+}  // namespace mmvim
