@@ -1,10 +1,9 @@
 import torch
 from mmengine.analysis import FlopAnalyzer
 
-from mmvim.ops import use_backend
-
 from mmvim.analysis.complexity import count_complexity
 from mmvim.models.backbones.vision_mamba import VisionMamba
+from mmvim.ops import use_backend
 
 SMALL_ARCH = dict(embed_dims=64, num_layers=2)
 
