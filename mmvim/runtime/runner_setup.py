@@ -58,6 +58,11 @@ def build_runner(cfg: Config) -> Runner:
         # The portable scan's temporaries, reused instead of page-faulted in
         # again: a Vim-Ti training step ran about 1.4x faster on a CPU.
         reuse_freed_cpu_memory()
+    if cfg.get('visualizer') is not None:
+        # mmseg's and mmdet's runtimes name their visualizer 'visualizer':
+        # a second runner in the process would get the first one's instance
+        # and log into its folder. Unnamed, mmengine names it after the run.
+        cfg.visualizer.pop('name', None)
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)
     else:

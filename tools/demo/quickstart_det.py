@@ -120,11 +120,9 @@ def main() -> None:
         sys.exit(f'error: {error}')
 
     def run_options(name):
-        # Runners of one process need their own logger/message hub names,
-        # and visualizer names: mmdet's is fixed, so the second runner would
-        # get the first one's and log its scalars into the first's folder.
-        return dict(data_options, experiment_name=name,
-                    **{'visualizer.name': name})
+        # Runners of one process need their own logger/message hub names
+        # (build_runner unnames the visualizer for the same reason).
+        return dict(data_options, experiment_name=name)
 
     untrained = build_runner(
         load_config(str(CONFIG), run_options('quickstart_untrained'),
