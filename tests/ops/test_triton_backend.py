@@ -25,6 +25,10 @@ from mmvim.ops.triton import scan as triton_scan  # noqa: E402
 
 INTERPRETED = os.environ['TRITON_INTERPRET'] == '1'
 DEVICE = 'cpu' if INTERPRETED else 'cuda'
+# Triton's interpreter runs the kernels orders of magnitude slower than a GPU
+# (about 25 s for this file on the CPU): `make test` runs them, the quick
+# `pytest -m "not slow"` does not.
+pytestmark = pytest.mark.slow if INTERPRETED else []
 if not INTERPRETED and not torch.cuda.is_available():
     pytest.skip('TRITON_INTERPRET is not 1 and there is no GPU',
                 allow_module_level=True)

@@ -100,6 +100,7 @@ def make_runner(data_root, work_dir, name, max_iters, **extra):
     return build_runner(cfg)
 
 
+@pytest.mark.slow  # trains, validates and resumes a run
 def test_train_validate_resume(tmp_path, toy):
     data_root = tmp_path / 'data'
     toy.make_toy_coco(data_root, num_train=4, num_val=2)

@@ -109,6 +109,7 @@ def make_runner(base_cfg, data_root, work_dir, name, max_iters, **extra):
     return build_runner(cfg)
 
 
+@pytest.mark.slow  # trains, validates and resumes a run
 def test_train_validate_resume_test(tmp_path, quickstart_cfg, toy):
     data_root = toy.make_toy_ade20k(
         tmp_path / 'data', num_train=8, num_val=2, size=(64, 64))
