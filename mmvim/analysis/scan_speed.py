@@ -1,37 +1,26 @@
 """The selective scan alone: state updates per second of each ops backend on
 a Vim layer's shapes, beside what this machine can do at all (a large sgemm's
 FLOP rate and a large copy's bandwidth), measured in the same process."""
-import statistics
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 
 from mmvim import ops
+from mmvim.analysis.timing import median_seconds
 
 # A Vim layer: both directions' 2 x d_inner channels in one call, d_state 16.
 VIM_TINY_CHANNELS = 2 * 384
 D_STATE = 16
 
 
-def _median_seconds(step: Callable[[], None], repeats: int) -> float:
-    step()  # warm-up: first-call set-up, allocator, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def machine_limits(repeats: int = 5) -> Dict[str, float]:
     """sgemm GFLOP/s (2 n^3 per n x n product) and copy GB/s (read + write)."""
     n = 1024
     a, b = torch.randn(n, n), torch.randn(n, n)
-    gemm = _median_seconds(lambda: torch.mm(a, b), repeats)
+    gemm = median_seconds(lambda: torch.mm(a, b), repeats)
     big = torch.empty(64 * 2**20 // 4)
     out = torch.empty_like(big)
-    copy = _median_seconds(lambda: out.copy_(big), repeats)
+    copy = median_seconds(lambda: out.copy_(big), repeats)
     return dict(sgemm_gflops=2 * n**3 / gemm / 1e9,
                 copy_gbps=2 * big.numel() * 4 / copy / 1e9)
 
@@ -74,7 +63,7 @@ def scan_speed(backends: List[str], lengths: List[int], repeats: int = 5,
                     if train:
                         out.sum().backward()
 
-            seconds = _median_seconds(step, repeats)
+            seconds = median_seconds(step, repeats)
             rows.append(dict(backend=backend, length=length,
                              mode='train' if train else 'inference',
                              seconds=seconds,

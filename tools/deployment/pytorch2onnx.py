@@ -16,7 +16,6 @@ Needs the deploy extras: ``pip install -e .[deploy]``.
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from mmengine.config import Config, DictAction
 from torch import nn
 
 import mmvim  # noqa: F401  registers the Vim backbone and neck
+from mmvim.analysis.timing import median_seconds
 from mmvim.ops import get_backend, use_backend
 from mmvim.runtime import prepare_process
 
@@ -219,17 +219,6 @@ def onnxruntime_session(out: Path, threads: int = 0):
     options.intra_op_num_threads = threads
     return onnxruntime.InferenceSession(
         str(out), options, providers=['CPUExecutionProvider'])
-
-
-def median_seconds(run, repeats: int) -> float:
-    """Median wall time of ``repeats`` calls of ``run`` after a warm-up."""
-    run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def time_side_by_side(out: Path, model: nn.Module, pictures: torch.Tensor,
