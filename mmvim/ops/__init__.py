@@ -33,33 +33,34 @@ def _triton_device_types():
     return ('cuda', 'cpu') if interpreted else ('cuda', )
 
 
-register_backend(
+# The built-in backends, in the order `python -m mmvim.ops` lists them; auto
+# tries a device's backends by their auto_rank.
+_BUILTIN_BACKENDS = (
     Backend('cuda', 'mmvim.ops.backends.cuda',
             "mamba-ssm's and causal-conv1d's CUDA kernels",
             fix='Install them with `pip install --no-build-isolation -r '
             'requirements/cuda.txt` on a machine with nvcc',
-            device_types=('cuda', ), auto_rank={'cuda': 0}))
-register_backend(
+            device_types=('cuda', ), auto_rank={'cuda': 0}),
     Backend('triton', 'mmvim.ops.backends.triton',
             "mmvim's Triton kernels (no nvcc needed)",
             fix='Install triton (`pip install -e .[triton]`; every CUDA '
             'wheel of torch ships it) and run on an NVIDIA GPU, or set '
             'TRITON_INTERPRET=1 to interpret it on the CPU',
-            device_types=_triton_device_types, auto_rank={'cuda': 1}))
-register_backend(
+            device_types=_triton_device_types, auto_rank={'cuda': 1}),
     Backend('cpu', 'mmvim.ops.backends.cpu',
             "mmvim's compiled C++ kernel for CPUs",
             fix='Build it: `pip install --no-build-isolation -e .` (or '
             '`make install`) with a C++ compiler, MMVIM_WITH_CPU_OPS unset',
-            device_types=('cpu', ), auto_rank={'cpu': 0}))
-register_backend(
+            device_types=('cpu', ), auto_rank={'cpu': 0}),
     Backend('torch', 'mmvim.ops.backends.portable',
             "mmvim's portable chunked scan in PyTorch",
-            fix='It needs only torch', auto_rank={'default': 9}))
-register_backend(
+            fix='It needs only torch', auto_rank={'default': 9}),
     Backend('sequential', 'mmvim.ops.backends.sequential',
             'the plain token-by-token loop (reference semantics; slow)',
-            fix='It needs only torch'))
+            fix='It needs only torch'),
+)
+for _backend in _BUILTIN_BACKENDS:
+    register_backend(_backend)
 
 __all__ = [
     'BACKEND_ENV', 'Backend', 'BackendStatus', 'auto_order', 'backend_names',

@@ -58,17 +58,10 @@ def check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
         raise _shape_error('z', z, f'u\'s {tuple(u.shape)}')
 
 
-def selective_scan(u: torch.Tensor,
-                   delta: torch.Tensor,
-                   A: torch.Tensor,
-                   B: torch.Tensor,
-                   C: torch.Tensor,
-                   D: Optional[torch.Tensor] = None,
-                   z: Optional[torch.Tensor] = None,
-                   delta_bias: Optional[torch.Tensor] = None,
-                   delta_softplus: bool = False) -> torch.Tensor:
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                   delta_softplus=False) -> torch.Tensor:
     """``y = scan(u) * silu(z)`` with mamba-ssm's ``selective_scan_fn``
-    arguments.
+    arguments (all tensors; D, z, delta_bias optional).
 
     u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l), or (b, g, n, l) with
     the d channels split into g groups that share B and C; D, delta_bias:
@@ -81,16 +74,9 @@ def selective_scan(u: torch.Tensor,
                                   delta_softplus)
 
 
-def bidirectional_selective_scan(u: torch.Tensor,
-                                 delta: torch.Tensor,
-                                 A: torch.Tensor,
-                                 B: torch.Tensor,
-                                 C: torch.Tensor,
-                                 D: Optional[torch.Tensor] = None,
-                                 z: Optional[torch.Tensor] = None,
-                                 delta_bias: Optional[torch.Tensor] = None,
-                                 delta_softplus: bool = False
-                                 ) -> torch.Tensor:
+def bidirectional_selective_scan(u, delta, A, B, C, D=None, z=None,
+                                 delta_bias=None,
+                                 delta_softplus=False) -> torch.Tensor:
     """Both directions of a Vim layer in one call, nothing flipped.
 
     As :func:`selective_scan` with B, C grouped (b, g, n, l), g even: the

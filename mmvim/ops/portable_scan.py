@@ -25,7 +25,7 @@ backwards. The state is float32 (float64 for float64 inputs) whatever the
 input dtype.
 """
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -323,22 +323,10 @@ def _selective_scan_backward(u, delta, A, B, C, D, z, delta_bias,
             prep.unchunked(grad_C, C), grad_D, grad_z, grad_bias)
 
 
-def selective_scan_torch(u: torch.Tensor,
-                         delta: torch.Tensor,
-                         A: torch.Tensor,
-                         B: torch.Tensor,
-                         C: torch.Tensor,
-                         D: Optional[torch.Tensor] = None,
-                         z: Optional[torch.Tensor] = None,
-                         delta_bias: Optional[torch.Tensor] = None,
-                         delta_softplus: bool = False) -> torch.Tensor:
-    """Portable selective scan with mamba-ssm's ``selective_scan_fn``
-    interface.
-
-    u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l), or (b, g, n, l) with
-    the d channels split into g groups that share B and C; D, delta_bias: (d,).
-    Returns (b, d, l) in u's dtype.
-    """
+def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                         delta_softplus=False) -> torch.Tensor:
+    """The portable chunked scan behind :func:`mmvim.ops.selective_scan`
+    (same arguments and layouts)."""
     grouped_B = B.view(B.shape[0], -1, B.shape[-2], B.shape[-1])
     grouped_C = C.view(grouped_B.shape)
     return SelectiveScanFunction.apply(u, delta, A, grouped_B, grouped_C, D,
