@@ -27,19 +27,24 @@ def machine_limits(repeats: int = 5) -> Dict[str, float]:
 
 def scan_inputs(length: int, batch: int = 1, channels: int = VIM_TINY_CHANNELS,
                 dtype=torch.float32) -> Dict[str, torch.Tensor]:
-    """Random inputs of one fused two-direction Vim scan call."""
+    """Random inputs of one fused two-direction Vim scan call, in the layouts
+    the mixer passes: u, delta and z channel-last (b, l, d) memory seen as
+    (b, d, l), B and C contiguous."""
     gen = torch.Generator().manual_seed(0)
 
     def randn(*shape):
         return torch.randn(*shape, generator=gen).to(dtype)
 
-    return dict(u=randn(batch, channels, length),
-                delta=randn(batch, channels, length) * 0.5 - 2,
+    def channel_last(batch_, channels_, length_):
+        return randn(batch_, length_, channels_).transpose(1, 2)
+
+    return dict(u=channel_last(batch, channels, length),
+                delta=channel_last(batch, channels, length) * 0.5 - 2,
                 A=-torch.rand(channels, D_STATE, generator=gen) * 8,
                 B=randn(batch, 2, D_STATE, length),
                 C=randn(batch, 2, D_STATE, length),
                 D=randn(channels).float(),
-                z=randn(batch, channels // 2, length),
+                z=channel_last(batch, channels // 2, length),
                 delta_bias=randn(channels).float() * 0.1)
 
 

@@ -10,6 +10,8 @@ def test_inputs_are_one_fused_two_direction_call_and_repeatable():
     assert inputs['A'].shape == (VIM_TINY_CHANNELS, D_STATE)
     assert inputs['B'].shape == (2, 2, D_STATE, 5)
     assert inputs['z'].shape == (2, VIM_TINY_CHANNELS // 2, 5)
+    # The mixer's layouts: u, delta, z are views of (b, l, d) projections.
+    assert all(inputs[key].stride(1) == 1 for key in ('u', 'delta', 'z'))
     assert (inputs['A'] < 0).all()  # decaying states
     again = scan_inputs(length=5, batch=2)
     assert all(torch.equal(inputs[key], again[key]) for key in inputs)

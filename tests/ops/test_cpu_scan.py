@@ -102,6 +102,52 @@ def test_float32_matches_sequential_loop(length, groups, optional):
                 run('sequential', inputs, optional), rtol=1e-4, atol=1e-4)
 
 
+def channel_last(tensor):
+    """(b, l, d) memory seen as (b, d, l), as the mixer's projections and
+    the compiled conv produce it."""
+    return tensor.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+@needs_cpu_ops
+@pytest.mark.parametrize(
+    'channels, groups, op',
+    [(48, None, 'selective_scan'),  # three whole tiles of 16 lanes
+     (40, 2, 'selective_scan'),  # tile 16..31 spans both groups; 8 left
+     (64, 2, 'bidirectional_selective_scan'),
+     (40, 2, 'bidirectional_selective_scan'),  # tile 16..31 spans both ways
+     (96, 4, 'bidirectional_selective_scan')])
+@pytest.mark.parametrize('layout', ['contiguous', 'channel_last'])
+@pytest.mark.parametrize('optional', [True, False])
+def test_lane_tiles_match_sequential_loop(channels, groups, op, layout,
+                                          optional):
+    """Tiles of 16 channels of one group and one direction scan in vector
+    lanes, the others row by row; both against the loop, in either input
+    layout (a channel-last u gives a channel-last output)."""
+    inputs = make_inputs(channels=channels, length=150, groups=groups,
+                         optional=optional)
+    if op == 'bidirectional_selective_scan' and optional:
+        inputs['z'] = inputs['z'][:, :channels // 2]
+    if layout == 'channel_last':
+        inputs = {k: channel_last(v) if k in ('u', 'delta', 'z') and
+                  v is not None else v for k, v in inputs.items()}
+    out, grads = run('cpu', inputs, optional, op=op)
+    assert (out.stride(1) == 1) == (layout == 'channel_last')
+    assert_same((out, grads), run('sequential', inputs, optional, op=op),
+                rtol=1e-4, atol=1e-4)
+
+
+@needs_cpu_ops
+def test_lane_tiles_with_growing_states_match():
+    """A > 0 somewhere and dt < 0 without softplus: the lanes' exp2 keeps
+    its upper clamp (it drops it only where dt A <= 0 is certain)."""
+    inputs = make_inputs(channels=32, length=60, optional=False)
+    inputs['A'] = inputs['A'].clone()
+    inputs['A'][::3] = 0.05
+    inputs['delta'] = inputs['delta'] - 0.2
+    assert_same(run('cpu', inputs, False), run('sequential', inputs, False),
+                rtol=1e-4, atol=1e-4)
+
+
 @needs_cpu_ops
 def test_other_state_sizes_match():
     inputs = make_inputs(state=5, length=40, groups=2)
@@ -114,13 +160,11 @@ def test_strided_and_channels_last_inputs():
     inputs = make_inputs(length=90, groups=2)
     strided = dict(inputs)
     for name in ('u', 'delta', 'z'):
-        # (b, l, d) memory seen as (b, d, l), as the mixer's projections
-        # produce them; and every other token of a longer tensor.
-        strided[name] = inputs[name].transpose(1, 2).contiguous().transpose(
-            1, 2)
+        strided[name] = channel_last(inputs[name])
     assert not strided['u'].is_contiguous()
     assert_same(run('cpu', strided, True), run('sequential', inputs, True),
                 rtol=1e-4, atol=1e-4)
+    # Every other token of a longer tensor.
     doubled = {k: v for k, v in inputs.items()}
     doubled['u'] = torch.repeat_interleave(inputs['u'], 2, dim=-1)[..., ::2]
     assert doubled['u'].stride(-1) == 2
@@ -231,17 +275,25 @@ def test_backward_stores_no_full_state_tensor_and_is_deterministic():
 @needs_cpu_ops
 @pytest.mark.parametrize('reverse', [False, True])
 @pytest.mark.parametrize('length', [1, 3, 50])
-def test_conv_matches_the_portable_conv(reverse, length):
+@pytest.mark.parametrize('channels, layout', [(6, 'channel_last'),
+                                              (70, 'channel_last'),
+                                              (6, 'contiguous')])
+def test_conv_matches_the_portable_conv(reverse, length, channels, layout):
+    """The mixer's x is a channel-last view of the input projection (blocks
+    of 64 channels, a channel-last output); other layouts go row by row."""
     gen = torch.Generator().manual_seed(0)
-    # The mixer's x is a channel-last view of the input projection.
-    x = torch.randn(2, length, 6, generator=gen).transpose(1, 2)
-    weight, bias = torch.randn(6, 4, generator=gen), torch.randn(6,
-                                                                  generator=gen)
+    x = torch.randn(2, length, channels, generator=gen).transpose(1, 2)
+    if layout == 'contiguous':
+        x = x.contiguous()
+    weight = torch.randn(channels, 4, generator=gen)
+    bias = torch.randn(channels, generator=gen)
     results = []
     for backend in ('cpu', 'torch'):
         leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
         with ops.use_backend(backend):
             out = ops.causal_conv1d_silu(*leaves, reverse=reverse)
+        if backend == 'cpu' and length > 1:
+            assert (out.stride(1) == 1) == (layout == 'channel_last')
         grad_out = torch.randn(out.shape, generator=torch.Generator()
                                .manual_seed(1))
         results.append((out, *torch.autograd.grad(out, leaves, grad_out)))

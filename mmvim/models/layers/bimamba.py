@@ -13,6 +13,17 @@ from mmvim.ops import (bidirectional_selective_scan, causal_conv1d_silu,
 DIRECTIONS = ('', '_b')
 
 
+def _cat_channels(parts):
+    """(b, c_i, l) tensors concatenated along the channels in their own
+    layout: channel-last parts (the compiled conv's output for the mixer's
+    channel-last x) give a channel-last result, which the scan and x_proj
+    then read without a transposing copy."""
+    if all(part.stride(1) == 1 for part in parts):
+        return torch.cat([part.transpose(1, 2) for part in parts],
+                         dim=2).transpose(1, 2)
+    return torch.cat(parts, dim=1)
+
+
 class BiMambaMixer(nn.Module):
     """Mamba mixer that scans the token sequence both ways.
 
@@ -127,11 +138,11 @@ class BiMambaMixer(nn.Module):
         direction's conv looks ahead (``reverse``) and the scan walks its
         channels from the last token to the first."""
         convs = [getattr(self, f'conv1d{s}') for s in DIRECTIONS]
-        u = torch.cat([
+        u = _cat_channels([
             causal_conv1d_silu(x, conv.weight[:, 0], conv.bias,
                                reverse=bool(suffix))
             for conv, suffix in zip(convs, DIRECTIONS)
-        ], dim=1)
+        ])
         projected = [
             self._project(u_dir, suffix)
             for u_dir, suffix in zip(u.chunk(2, dim=1), DIRECTIONS)

@@ -6,7 +6,10 @@
 // is copied once into a zero-padded contiguous buffer (the mixer's x is a
 // channel-last view), after which every loop runs over the tokens and
 // vectorises. oneDNN's depthwise conv takes ~1 GFLOP/s on these skinny
-// shapes, behind a padded copy of x.
+// shapes, behind a padded copy of x. A channel-last x (the mixer's, a view of
+// in_proj's output) takes a path of its own in the forward: blocks of
+// adjacent channels, vectorised over them, and a channel-last output, the
+// layout the scan reads and x_proj multiplies without a copy.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -62,17 +65,59 @@ ConvRows<scalar_t, acc_t> make_rows(const at::Tensor& x, const at::Tensor& weigh
 }
 
 constexpr int64_t kRowsPerTask = 16;
+constexpr int64_t kChannelBlock = 64;
+
+// The forward for a channel-last x into a channel-last out, kChannelBlock
+// channels of one batch entry per task.
+template <typename scalar_t, typename acc_t>
+void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch, scalar_t* out) {
+  const int64_t d = rows.channels, L = rows.length, K = rows.width;
+  const int64_t blocks = (d + kChannelBlock - 1) / kChannelBlock;
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> weight_t(K * kChannelBlock), pre(kChannelBlock);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks, c0 = (task % blocks) * kChannelBlock;
+      const int64_t nc = std::min(kChannelBlock, d - c0);
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = 0; c < nc; ++c) weight_t[k * kChannelBlock + c] = rows.weight[(c0 + c) * K + k];
+      const scalar_t* x = rows.x + b * rows.batch_stride + c0;
+      scalar_t* dst_base = out + b * L * d + c0;
+      for (int64_t t = 0; t < L; ++t) {
+        acc_t* __restrict p = pre.data();
+        for (int64_t c = 0; c < nc; ++c) p[c] = rows.bias ? rows.bias[c0 + c] : acc_t(0);
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t src_t = rows.reverse ? t + (K - 1) - k : t - (K - 1) + k;
+          if (src_t < 0 || src_t >= L) continue;
+          const scalar_t* __restrict src = x + src_t * rows.token_stride;
+          const acc_t* __restrict w = weight_t.data() + k * kChannelBlock;
+          for (int64_t c = 0; c < nc; ++c) p[c] += w[c] * static_cast<acc_t>(src[c]);
+        }
+        scalar_t* __restrict dst = dst_base + t * d;
+        for (int64_t c = 0; c < nc; ++c) dst[c] = static_cast<scalar_t>(p[c] * sigmoid(p[c]));
+      }
+    }
+  });
+}
 
 }  // namespace
 
 at::Tensor causal_conv1d_silu_forward(const at::Tensor& x, const at::Tensor& weight,
                                       const c10::optional<at::Tensor>& bias, bool reverse) {
   TORCH_CHECK(x.device().is_cpu(), "mmvim cpu conv: x must be a CPU tensor");
-  auto out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t batch = x.size(0), channels = x.size(1), length = x.size(2);
+  const bool channel_last = x.stride(1) == 1 && channels > 1;
+  auto out = channel_last
+                 ? at::empty_strided({batch, channels, length}, {length * channels, 1, channels},
+                                     x.options())
+                 : at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mmvim_conv_fwd", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     const auto rows = make_rows<scalar_t, acc_t>(x, weight, bias, reverse);
     scalar_t* out_data = out.data_ptr<scalar_t>();
+    if (channel_last) {
+      forward_channel_last(rows, batch, out_data);
+      return;
+    }
     at::parallel_for(0, x.size(0) * rows.channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> padded(rows.length + 2 * (rows.width - 1)), pre(rows.length);
       for (int64_t r = begin; r < end; ++r) {

@@ -19,6 +19,10 @@
 
 #include <ATen/Parallel.h>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 #include "cpu_math.h"
 
 #include <algorithm>
@@ -48,13 +52,21 @@ typedef float Float4 __attribute__((vector_size(16)));
 
 typedef int32_t Int16 __attribute__((vector_size(64)));
 
-// Math<float>::exp2 on 16 lanes: the same clamp, rounding (by the 1.5 * 2^23
-// trick, exact for |x| < 2^22), polynomial and exponent bits.
+// Math<float>::exp2 on 16 lanes: the same clamp, rounding to nearest even,
+// polynomial and power of two, so both give the same bits. AVX-512 has an
+// instruction each for the rounding and the scaling by 2^k.
+// kNonPositive: the caller knows x <= 0 (dt >= 0, A <= 0, as in every
+// Mamba layer), so the upper clamp is skipped; it never applies there.
+template <bool kNonPositive = false>
 inline Float16 exp2_16(Float16 x) {
   const Float16 low = Float16{} - 115.f, high = Float16{} + 126.f;
   x = x < low ? low : x;
-  x = x > high ? high : x;
-  const Float16 k = (x + 12582912.f) - 12582912.f;
+  if constexpr (!kNonPositive) x = x > high ? high : x;
+#ifdef __AVX512F__
+  const Float16 k = (Float16)_mm512_maskz_roundscale_ps(0xffff, (__m512)x, _MM_FROUND_TO_NEAREST_INT);
+#else
+  const Float16 k = (x + 12582912.f) - 12582912.f;  // 1.5 * 2^23: exact for |x| < 2^22
+#endif
   const Float16 f = x - k;
   Float16 p = f * 1.53375851e-04f + 1.33998699e-03f;
   p = p * f + 9.61851959e-03f;
@@ -62,10 +74,14 @@ inline Float16 exp2_16(Float16 x) {
   p = p * f + 2.40226466e-01f;
   p = p * f + 6.93147206e-01f;
   p = p * f + 1.0f;
+#ifdef __AVX512F__
+  return (Float16)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)k);
+#else
   const Int16 bits = (__builtin_convertvector(k, Int16) + 127) << 23;
   Float16 scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
+#endif
 }
 
 inline Float16 load16(const float* p) {
@@ -101,6 +117,19 @@ struct Rows {
   const scalar_t* row(int64_t b, int64_t c) const {
     return data + b * batch_stride + (c % channels) * channel_stride;
   }
+};
+
+// The output y (batch, channels, length), contiguous or channel-last.
+template <typename scalar_t>
+struct OutRows {
+  scalar_t* data;
+  int64_t batch_stride, channel_stride, token_stride;
+  explicit OutRows(at::Tensor& t)
+      : data(t.data_ptr<scalar_t>()),
+        batch_stride(t.stride(0)),
+        channel_stride(t.stride(1)),
+        token_stride(t.stride(2)) {}
+  scalar_t* row(int64_t b, int64_t c) const { return data + b * batch_stride + c * channel_stride; }
 };
 
 template <typename scalar_t, typename acc_t>
@@ -221,7 +250,7 @@ inline void backward_token(int64_t N, acc_t g, acc_t dt, acc_t du, const acc_t* 
 // kN is d_state when known at compile time (0: runtime).
 template <typename scalar_t, typename acc_t, int kN>
 void forward_chunk(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, int64_t chunk,
-                   acc_t* h, const acc_t* A2, scalar_t* out, acc_t* states,
+                   acc_t* h, const acc_t* A2, const OutRows<scalar_t>& out, acc_t* states,
                    ChunkScalars<acc_t>& s) {
   const int64_t N = kN ? kN : in.n_state;
   const int64_t first = chunk * kChunk;
@@ -243,8 +272,155 @@ void forward_chunk(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, 
   if (in.has_z) {
     for (int64_t j = 0; j < len; ++j) y[j] *= s.z[j] * sigmoid(s.z[j]);
   }
-  scalar_t* out_row = out + (b * in.channels + c) * in.length;
-  for (int64_t j = 0; j < len; ++j) out_row[in.token(first + j, c)] = static_cast<scalar_t>(y[j]);
+  scalar_t* out_row = out.row(b, c);
+  for (int64_t j = 0; j < len; ++j)
+    out_row[in.token(first + j, c) * out.token_stride] = static_cast<scalar_t>(y[j]);
+}
+
+// The forward of a tile of kLanes channels side by side, one channel per
+// lane of a Float16: the state is N vectors (in registers for N = 16), each
+// token's B_n and C_n are broadcast to every lane, and the readout
+// accumulates in lanes, so there is no sum across a vector. It takes float
+// compute (fp32/bf16/fp16 inputs) and tiles that scan one way and read one
+// group of B and C; other tiles take the row path.
+constexpr int64_t kLanes = 16;
+
+// The values of one (b, d, l) input for kLanes rows and a chunk of tokens,
+// lane-interleaved: dst[j * kLanes + r] is row first + r at step first_step + j.
+template <typename scalar_t>
+void gather_lanes(const Rows<scalar_t>& rows, int64_t b, int64_t first, int64_t first_step,
+                  int64_t len, int64_t length, bool reverse, float* dst) {
+  const scalar_t* base = rows.row(b, first);
+  const auto token = [&](int64_t j) {
+    return reverse ? length - 1 - (first_step + j) : first_step + j;
+  };
+  if (rows.channel_stride == 1 && rows.channels >= first % rows.channels + kLanes) {
+    for (int64_t j = 0; j < len; ++j) {  // channel-last: one token's lanes are adjacent
+      const scalar_t* src = base + token(j) * rows.token_stride;
+      for (int64_t r = 0; r < kLanes; ++r) dst[j * kLanes + r] = static_cast<float>(src[r]);
+    }
+  } else {
+    for (int64_t r = 0; r < kLanes; ++r) {
+      const scalar_t* src = rows.row(b, first + r);
+      for (int64_t j = 0; j < len; ++j)
+        dst[j * kLanes + r] = static_cast<float>(src[token(j) * rows.token_stride]);
+    }
+  }
+}
+
+// The scan over one chunk in lanes; h (N * kLanes floats) in and out.
+template <int kN, bool kNonPositive>
+inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float* du,
+                            const float* Du, const float* A2, const float* Bt, const float* Ct,
+                            int64_t token0, int64_t token_step, float* h, float* y) {
+  if constexpr (kN > 0) {
+    Float16 hv[kN], a2v[kN];
+    for (int n = 0; n < kN; ++n) {
+      hv[n] = load16(h + n * kLanes);
+      a2v[n] = load16(A2 + n * kLanes);
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      const float* B = Bt + (token0 + j * token_step) * kN;
+      const float* C = Ct + (token0 + j * token_step) * kN;
+      const Float16 dtv = load16(dt + j * kLanes), duv = load16(du + j * kLanes);
+      Float16 acc = load16(Du + j * kLanes);
+#pragma GCC unroll 16
+      for (int n = 0; n < kN; ++n) {
+        hv[n] = exp2_16<kNonPositive>(dtv * a2v[n]) * hv[n] + duv * B[n];
+        acc += hv[n] * C[n];
+      }
+      store16(y + j * kLanes, acc);
+    }
+    for (int n = 0; n < kN; ++n) store16(h + n * kLanes, hv[n]);
+  } else {
+    for (int64_t j = 0; j < len; ++j) {
+      const float* B = Bt + (token0 + j * token_step) * N;
+      const float* C = Ct + (token0 + j * token_step) * N;
+      const Float16 dtv = load16(dt + j * kLanes), duv = load16(du + j * kLanes);
+      Float16 acc = load16(Du + j * kLanes);
+      for (int64_t n = 0; n < N; ++n) {
+        const Float16 state =
+            exp2_16<kNonPositive>(dtv * load16(A2 + n * kLanes)) * load16(h + n * kLanes) +
+            duv * B[n];
+        store16(h + n * kLanes, state);
+        acc += state * C[n];
+      }
+      store16(y + j * kLanes, acc);
+    }
+  }
+}
+
+template <typename scalar_t, int kN>
+void forward_tile_lanes(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first,
+                        const OutRows<scalar_t>& out, float* states) {
+  const int64_t N = in.n_state, L = in.length;
+  const bool reverse = first >= in.reverse_from;
+  const float* Bt = in.Bt_of(b, first);
+  const float* Ct = in.Ct_of(b, first);
+  std::vector<float> h(N * kLanes, 0.f), A2(N * kLanes);
+  for (int64_t r = 0; r < kLanes; ++r)
+    for (int64_t n = 0; n < N; ++n)
+      A2[n * kLanes + r] = in.A[(first + r) * N + n] * float(kLog2e);
+  const bool A_non_positive = std::all_of(A2.begin(), A2.end(), [](float v) { return v <= 0.f; });
+  alignas(64) float u[kChunk * kLanes], dt[kChunk * kLanes], du[kChunk * kLanes],
+      z[kChunk * kLanes], y[kChunk * kLanes];
+  for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk) {
+    const int64_t first_step = chunk * kChunk;
+    const int64_t len = std::min(kChunk, L - first_step);
+    const int64_t n_values = len * kLanes;
+    if (states) {
+      for (int64_t r = 0; r < kLanes; ++r)
+        for (int64_t n = 0; n < N; ++n)
+          states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n] =
+              h[n * kLanes + r];
+    }
+    gather_lanes(in.u, b, first, first_step, len, L, reverse, u);
+    gather_lanes(in.delta, b, first, first_step, len, L, reverse, dt);
+    if (in.bias) {
+      for (int64_t i = 0; i < n_values; ++i) dt[i] += in.bias[first + i % kLanes];
+    }
+    if (in.softplus) {
+      for (int64_t i = 0; i < n_values; ++i) dt[i] = softplus(dt[i]);
+    }
+    for (int64_t i = 0; i < n_values; ++i) du[i] = dt[i] * u[i];
+    // y starts as D u; the scan adds <C, h>.
+    for (int64_t i = 0; i < n_values; ++i) y[i] = in.D ? in.D[first + i % kLanes] * u[i] : 0.f;
+    const int64_t token0 = reverse ? L - 1 - first_step : first_step;
+    const bool dt_non_negative =
+        in.softplus || std::all_of(dt, dt + n_values, [](float v) { return v >= 0.f; });
+    if (A_non_positive && dt_non_negative)
+      lane_chunk_scan<kN, true>(N, len, dt, du, y, A2.data(), Bt, Ct, token0, reverse ? -1 : 1,
+                                h.data(), y);
+    else
+      lane_chunk_scan<kN, false>(N, len, dt, du, y, A2.data(), Bt, Ct, token0, reverse ? -1 : 1,
+                                 h.data(), y);
+    if (in.has_z) {
+      gather_lanes(in.z, b, first, first_step, len, L, reverse, z);
+      for (int64_t i = 0; i < n_values; ++i) y[i] *= z[i] * sigmoid(z[i]);
+    }
+    const auto token = [&](int64_t j) { return reverse ? L - 1 - (first_step + j) : first_step + j; };
+    if (out.channel_stride == 1) {
+      for (int64_t j = 0; j < len; ++j) {
+        scalar_t* dst = out.row(b, first) + token(j) * out.token_stride;
+        for (int64_t r = 0; r < kLanes; ++r) dst[r] = static_cast<scalar_t>(y[j * kLanes + r]);
+      }
+    } else {
+      for (int64_t r = 0; r < kLanes; ++r) {
+        scalar_t* out_row = out.row(b, first + r);
+        for (int64_t j = 0; j < len; ++j)
+          out_row[token(j) * out.token_stride] = static_cast<scalar_t>(y[j * kLanes + r]);
+      }
+    }
+  }
+}
+
+// Whether channels [first, first + kLanes) can scan in lanes.
+template <typename scalar_t, typename acc_t>
+bool lane_tile(const ScanInputs<scalar_t, acc_t>& in, int64_t first) {
+  if (!std::is_same<acc_t, float>::value || first + kLanes > in.channels) return false;
+  const int64_t last = first + kLanes - 1;
+  return (first >= in.reverse_from) == (last >= in.reverse_from) &&
+         in.group(first) == in.group(last);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -360,7 +536,9 @@ ScanInputs<scalar_t, acc_t> make_inputs(const at::Tensor& u, const at::Tensor& d
 constexpr int64_t kTile = 16;
 
 template <typename scalar_t, typename acc_t, int kN>
-void forward_all(const ScanInputs<scalar_t, acc_t>& in, scalar_t* out, acc_t* states) {
+void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>& out,
+                 acc_t* states) {
+  static_assert(kTile == kLanes, "forward tiles are lane tiles");
   const int64_t N = in.n_state;
   const int64_t tiles = (in.channels + kTile - 1) / kTile;
   at::parallel_for(0, in.batch * tiles, 1, [&](int64_t begin, int64_t end) {
@@ -370,6 +548,12 @@ void forward_all(const ScanInputs<scalar_t, acc_t>& in, scalar_t* out, acc_t* st
       const int64_t b = task / tiles;
       const int64_t first = (task % tiles) * kTile;
       const int64_t rows = std::min(kTile, in.channels - first);
+      if constexpr (std::is_same<acc_t, float>::value) {
+        if (lane_tile(in, first)) {
+          forward_tile_lanes<scalar_t, kN>(in, b, first, out, states);
+          continue;
+        }
+      }
       std::fill(h.begin(), h.end(), acc_t(0));
       for (int64_t i = 0; i < rows * N; ++i) A2[i] = in.A[first * N + i] * acc_t(kLog2e);
       for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
@@ -441,7 +625,13 @@ std::vector<at::Tensor> selective_scan_forward(const at::Tensor& u, const at::Te
                                                bool softplus, int64_t reverse_from,
                                                bool save_states) {
   check_cpu(u, "u");
-  auto out = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
+  // y takes u's layout when u is channel-last (the mixer's): the sum of the
+  // directions and out_proj then read it without a transpose.
+  const int64_t batch = u.size(0), channels = u.size(1), length = u.size(2);
+  auto out = u.stride(1) == 1 && channels > 1
+                 ? at::empty_strided({batch, channels, length}, {length * channels, 1, channels},
+                                     u.options())
+                 : at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor states;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "mmvim_scan_fwd", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
@@ -452,9 +642,9 @@ std::vector<at::Tensor> selective_scan_forward(const at::Tensor& u, const at::Te
                          : at::empty({0}, A.options());
     acc_t* states_ptr = save_states ? states.data_ptr<acc_t>() : nullptr;
     if (in.n_state == 16)
-      forward_all<scalar_t, acc_t, 16>(in, out.data_ptr<scalar_t>(), states_ptr);
+      forward_all<scalar_t, acc_t, 16>(in, OutRows<scalar_t>(out), states_ptr);
     else
-      forward_all<scalar_t, acc_t, 0>(in, out.data_ptr<scalar_t>(), states_ptr);
+      forward_all<scalar_t, acc_t, 0>(in, OutRows<scalar_t>(out), states_ptr);
   });
   return {out, states};
 }
