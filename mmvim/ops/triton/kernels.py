@@ -73,6 +73,84 @@ def _column(tile, steps, index):
 
 
 @triton.jit
+def _program_setup(states_ptr, A_ptr, D_ptr, bias_ptr, num_chunks,
+                   group_channels, FORWARD_GROUPS, stride_A_d, stride_A_n,
+                   D_STATE: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+                   HAS_D: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
+                   COMPUTE: tl.constexpr):
+    """What the forward and backward programs both start from: the
+    program's batch row and group, its channels and states with their
+    masks, its direction (0 forward, 1 reverse), its row of the (b, d)
+    channel layout, the pointers to its chunk-start states ((b, d, chunks,
+    BLOCK_N)), a chunk's step offsets, and its A (BLOCK_D, N), A log2(e), D
+    and delta bias (BLOCK_D, ) in the compute dtype (D and the bias are 0
+    when absent)."""
+    batch = tl.program_id(0)
+    group = tl.program_id(1)
+    in_group = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    channel_mask = in_group < group_channels
+    channels = group * group_channels + in_group
+    states = tl.arange(0, BLOCK_N)
+    state_mask = states < D_STATE
+    reverse = (group >= FORWARD_GROUPS).to(tl.int32)
+    row = batch * group_channels * tl.num_programs(1) + channels
+    state_ptrs = states_ptr + (row[:, None] * num_chunks) * BLOCK_N + \
+        states[None, :]
+    A = tl.load(A_ptr + channels[:, None] * stride_A_d +
+                states[None, :] * stride_A_n,
+                mask=channel_mask[:, None] & state_mask[None, :],
+                other=0.).to(COMPUTE)
+    skip = tl.zeros([BLOCK_D], dtype=COMPUTE)
+    if HAS_D:
+        skip = tl.load(D_ptr + channels, mask=channel_mask).to(COMPUTE)
+    bias = tl.zeros([BLOCK_D], dtype=COMPUTE)
+    if HAS_DELTA_BIAS:
+        bias = tl.load(bias_ptr + channels, mask=channel_mask).to(COMPUTE)
+    return (batch, group, channels, channel_mask, states, state_mask,
+            reverse, row, state_ptrs, tl.arange(0, CHUNK), A, A * LOG2E,
+            skip, bias)
+
+
+@triton.jit
+def _load_tile(ptr, rows, stride_rows, tokens, stride_tokens, mask,
+               COMPUTE: tl.constexpr):
+    """The (rows, tokens) tile at ``ptr`` in the compute dtype, 0 where
+    ``mask`` is off."""
+    return tl.load(ptr + rows[:, None] * stride_rows +
+                   tokens[None, :] * stride_tokens, mask=mask,
+                   other=0.).to(COMPUTE)
+
+
+@triton.jit
+def _chunk_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, step, length, reverse,
+                  channels, channel_mask, states, state_mask, bias,
+                  stride_u_d, stride_u_l, stride_delta_d, stride_delta_l,
+                  stride_B_n, stride_B_l, stride_C_n, stride_C_l,
+                  HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
+                  COMPUTE: tl.constexpr):
+    """What the scan reads at scan steps ``step`` of one chunk: the token
+    indices, the (channel, token) and (state, token) masks, u, dt, dt
+    before the softplus, B and C. The pointers are at the program's batch
+    row (and group, for B and C)."""
+    token_mask = step < length
+    tokens = _token_offsets(step, length, reverse)
+    tile_mask = channel_mask[:, None] & token_mask[None, :]
+    bc_mask = state_mask[:, None] & token_mask[None, :]
+    u = _load_tile(u_ptr, channels, stride_u_d, tokens, stride_u_l,
+                   tile_mask, COMPUTE)
+    dt, dt_raw = _time_step(
+        delta_ptr + channels[:, None] * stride_delta_d +
+        tokens[None, :] * stride_delta_l, tile_mask, bias, HAS_DELTA_BIAS,
+        DELTA_SOFTPLUS, COMPUTE)
+    B = _load_tile(B_ptr, states, stride_B_n, tokens, stride_B_l, bc_mask,
+                   COMPUTE)
+    C = _load_tile(C_ptr, states, stride_C_n, tokens, stride_C_l, bc_mask,
+                   COMPUTE)
+    return tokens, tile_mask, bc_mask, u, dt, dt_raw, B, C
+
+
+@triton.jit
 def selective_scan_fwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
         states_ptr, length, group_channels, num_chunks, z_channels,
@@ -85,67 +163,31 @@ def selective_scan_fwd_kernel(
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
         HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
         COMPUTE: tl.constexpr):
-    batch = tl.program_id(0)
-    group = tl.program_id(1)
-    in_group = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    channel_mask = in_group < group_channels
-    channels = group * group_channels + in_group
-    states = tl.arange(0, BLOCK_N)
-    state_mask = states < D_STATE
-    reverse = (group >= FORWARD_GROUPS).to(tl.int32)
-    steps = tl.arange(0, CHUNK)
-
-    A2 = tl.load(A_ptr + channels[:, None] * stride_A_d +
-                 states[None, :] * stride_A_n,
-                 mask=channel_mask[:, None] & state_mask[None, :],
-                 other=0.).to(COMPUTE) * LOG2E
-    skip = tl.zeros([BLOCK_D], dtype=COMPUTE)
-    if HAS_D:
-        skip = tl.load(D_ptr + channels, mask=channel_mask).to(COMPUTE)
-    bias = tl.zeros([BLOCK_D], dtype=COMPUTE)
-    if HAS_DELTA_BIAS:
-        bias = tl.load(bias_ptr + channels, mask=channel_mask).to(COMPUTE)
-    z_rows = channels % z_channels
-    # (b, d, chunks, BLOCK_N): the state at the start of every chunk.
-    row = batch * group_channels * tl.num_programs(1) + channels
-    state_ptrs = states_ptr + (row[:, None] * num_chunks) * BLOCK_N + \
-        states[None, :]
+    (batch, group, channels, channel_mask, states, state_mask, reverse, row,
+     state_ptrs, steps, A, A2, skip, bias) = _program_setup(
+         states_ptr, A_ptr, D_ptr, bias_ptr, num_chunks, group_channels,
+         FORWARD_GROUPS, stride_A_d, stride_A_n, D_STATE, BLOCK_N, BLOCK_D,
+         CHUNK, HAS_D, HAS_DELTA_BIAS, COMPUTE)
 
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=COMPUTE)
     for chunk in range(num_chunks):
         tl.store(state_ptrs + chunk * BLOCK_N, h,
                  mask=channel_mask[:, None])
-        step = chunk * CHUNK + steps
-        token_mask = step < length
-        tokens = _token_offsets(step, length, reverse)
-        tile_mask = channel_mask[:, None] & token_mask[None, :]
-        u = tl.load(u_ptr + batch * stride_u_b +
-                    channels[:, None] * stride_u_d +
-                    tokens[None, :] * stride_u_l, mask=tile_mask,
-                    other=0.).to(COMPUTE)
-        dt, _ = _time_step(
-            delta_ptr + batch * stride_delta_b +
-            channels[:, None] * stride_delta_d +
-            tokens[None, :] * stride_delta_l, tile_mask, bias,
+        tokens, tile_mask, bc_mask, u, dt, _, B, C = _chunk_inputs(
+            u_ptr + batch * stride_u_b, delta_ptr + batch * stride_delta_b,
+            B_ptr + batch * stride_B_b + group * stride_B_g,
+            C_ptr + batch * stride_C_b + group * stride_C_g,
+            chunk * CHUNK + steps, length, reverse, channels, channel_mask,
+            states, state_mask, bias, stride_u_d, stride_u_l, stride_delta_d,
+            stride_delta_l, stride_B_n, stride_B_l, stride_C_n, stride_C_l,
             HAS_DELTA_BIAS, DELTA_SOFTPLUS, COMPUTE)
-        bc_mask = state_mask[:, None] & token_mask[None, :]
-        B = tl.load(B_ptr + batch * stride_B_b + group * stride_B_g +
-                    states[:, None] * stride_B_n +
-                    tokens[None, :] * stride_B_l, mask=bc_mask,
-                    other=0.).to(COMPUTE)
-        C = tl.load(C_ptr + batch * stride_C_b + group * stride_C_g +
-                    states[:, None] * stride_C_n +
-                    tokens[None, :] * stride_C_l, mask=bc_mask,
-                    other=0.).to(COMPUTE)
         hs, _ = _chunk_states(h, dt, dt * u, A2, B)
         y = tl.sum(hs * C[None, :, :], axis=1)
         if HAS_D:
             y += skip[:, None] * u
         if HAS_Z:
-            z = tl.load(z_ptr + batch * stride_z_b +
-                        z_rows[:, None] * stride_z_d +
-                        tokens[None, :] * stride_z_l, mask=tile_mask,
-                        other=0.).to(COMPUTE)
+            z = _load_tile(z_ptr + batch * stride_z_b, channels % z_channels,
+                           stride_z_d, tokens, stride_z_l, tile_mask, COMPUTE)
             y *= z * tl.sigmoid(z)
         tl.store(y_ptr + batch * stride_y_b + channels[:, None] * stride_y_d +
                  tokens[None, :] * stride_y_l,
@@ -181,36 +223,15 @@ def selective_scan_bwd_kernel(
     the delta bias one per (batch, channel): the caller sums them in a fixed
     order, so the result is deterministic.
     """
-    batch = tl.program_id(0)
-    group = tl.program_id(1)
-    block = tl.program_id(2)
-    in_group = block * BLOCK_D + tl.arange(0, BLOCK_D)
-    channel_mask = in_group < group_channels
-    num_groups = tl.num_programs(1)
-    channels = group * group_channels + in_group
-    states = tl.arange(0, BLOCK_N)
-    state_mask = states < D_STATE
-    reverse = (group >= FORWARD_GROUPS).to(tl.int32)
-    steps = tl.arange(0, CHUNK)
-
-    A = tl.load(A_ptr + channels[:, None] * stride_A_d +
-                states[None, :] * stride_A_n,
-                mask=channel_mask[:, None] & state_mask[None, :],
-                other=0.).to(COMPUTE)
-    A2 = A * LOG2E
-    skip = tl.zeros([BLOCK_D], dtype=COMPUTE)
-    if HAS_D:
-        skip = tl.load(D_ptr + channels, mask=channel_mask).to(COMPUTE)
-    bias = tl.zeros([BLOCK_D], dtype=COMPUTE)
-    if HAS_DELTA_BIAS:
-        bias = tl.load(bias_ptr + channels, mask=channel_mask).to(COMPUTE)
-    z_rows = channels % z_channels
-    row = batch * group_channels * num_groups + channels
-    state_ptrs = states_ptr + (row[:, None] * num_chunks) * BLOCK_N + \
-        states[None, :]
+    (batch, group, channels, channel_mask, states, state_mask, reverse, row,
+     state_ptrs, steps, A, A2, skip, bias) = _program_setup(
+         states_ptr, A_ptr, D_ptr, bias_ptr, num_chunks, group_channels,
+         FORWARD_GROUPS, stride_A_d, stride_A_n, D_STATE, BLOCK_N, BLOCK_D,
+         CHUNK, HAS_D, HAS_DELTA_BIAS, COMPUTE)
+    delta_row_ptr = delta_ptr + batch * stride_delta_b
     # The partial dB, dC of this program: (b, g, blocks, N, l).
-    partial_offset = ((batch * num_groups + group) * tl.num_programs(2) +
-                      block) * D_STATE * length
+    partial_offset = ((batch * tl.num_programs(1) + group) *
+                      tl.num_programs(2) + tl.program_id(2)) * D_STATE * length
 
     grad_A = tl.zeros([BLOCK_D, BLOCK_N], dtype=COMPUTE)
     grad_D = tl.zeros([BLOCK_D], dtype=COMPUTE)
@@ -219,41 +240,26 @@ def selective_scan_bwd_kernel(
     for chunk_from_end in range(num_chunks):
         chunk = num_chunks - 1 - chunk_from_end
         step = chunk * CHUNK + steps
-        token_mask = step < length
-        tokens = _token_offsets(step, length, reverse)
-        tile_mask = channel_mask[:, None] & token_mask[None, :]
-        u_offsets = batch * stride_u_b + channels[:, None] * stride_u_d + \
-            tokens[None, :] * stride_u_l
-        u = tl.load(u_ptr + u_offsets, mask=tile_mask, other=0.).to(COMPUTE)
-        delta_offsets = batch * stride_delta_b + \
-            channels[:, None] * stride_delta_d
-        dt, dt_raw = _time_step(
-            delta_ptr + delta_offsets + tokens[None, :] * stride_delta_l,
-            tile_mask, bias, HAS_DELTA_BIAS, DELTA_SOFTPLUS, COMPUTE)
-        bc_mask = state_mask[:, None] & token_mask[None, :]
-        bc_offsets = states[:, None] * stride_B_n + tokens[None, :] * \
-            stride_B_l
-        B = tl.load(B_ptr + batch * stride_B_b + group * stride_B_g +
-                    bc_offsets, mask=bc_mask, other=0.).to(COMPUTE)
-        C = tl.load(C_ptr + batch * stride_C_b + group * stride_C_g +
-                    states[:, None] * stride_C_n +
-                    tokens[None, :] * stride_C_l, mask=bc_mask,
-                    other=0.).to(COMPUTE)
+        tokens, tile_mask, bc_mask, u, dt, dt_raw, B, C = _chunk_inputs(
+            u_ptr + batch * stride_u_b, delta_row_ptr,
+            B_ptr + batch * stride_B_b + group * stride_B_g,
+            C_ptr + batch * stride_C_b + group * stride_C_g, step, length,
+            reverse, channels, channel_mask, states, state_mask, bias,
+            stride_u_d, stride_u_l, stride_delta_d, stride_delta_l,
+            stride_B_n, stride_B_l, stride_C_n, stride_C_l, HAS_DELTA_BIAS,
+            DELTA_SOFTPLUS, COMPUTE)
         start = tl.load(state_ptrs + chunk * BLOCK_N,
                         mask=channel_mask[:, None], other=0.)
         dtu = dt * u
         hs, inputs = _chunk_states(start, dt, dtu, A2, B)
 
-        grad_gated = tl.load(grad_y_ptr + batch * stride_gy_b +
-                             channels[:, None] * stride_gy_d +
-                             tokens[None, :] * stride_gy_l, mask=tile_mask,
-                             other=0.).to(COMPUTE)
+        grad_gated = _load_tile(grad_y_ptr + batch * stride_gy_b, channels,
+                                stride_gy_d, tokens, stride_gy_l, tile_mask,
+                                COMPUTE)
         grad_offsets = row[:, None] * length + tokens[None, :]
         if HAS_Z:
-            z = tl.load(z_ptr + batch * stride_z_b +
-                        z_rows[:, None] * stride_z_d +
-                        tokens[None, :] * stride_z_l, mask=tile_mask,
-                        other=0.).to(COMPUTE)
+            z = _load_tile(z_ptr + batch * stride_z_b, channels % z_channels,
+                           stride_z_d, tokens, stride_z_l, tile_mask, COMPUTE)
             y_scan = tl.sum(hs * C[None, :, :], axis=1)
             if HAS_D:
                 y_scan += skip[:, None] * u
@@ -275,7 +281,7 @@ def selective_scan_bwd_kernel(
         next_step = step + 1
         next_mask = channel_mask[:, None] & (next_step < length)[None, :]
         dt_next, _ = _time_step(
-            delta_ptr + delta_offsets +
+            delta_row_ptr + channels[:, None] * stride_delta_d +
             _token_offsets(next_step, length, reverse)[None, :] *
             stride_delta_l, next_mask, bias, HAS_DELTA_BIAS, DELTA_SOFTPLUS,
             COMPUTE)
