@@ -67,6 +67,25 @@ ConvRows<scalar_t, acc_t> make_rows(const at::Tensor& x, const at::Tensor& weigh
 constexpr int64_t kRowsPerTask = 16;
 constexpr int64_t kChannelBlock = 64;
 
+// One token of the channel-last forward for kWidth (or, if 0, nc)
+// adjacent channels: with a compile-time width the sums stay in registers.
+template <int kWidth, typename scalar_t, typename acc_t>
+inline void channel_last_token(const ConvRows<scalar_t, acc_t>& rows, int64_t nc,
+                               const acc_t* weight_t, const acc_t* bias, const scalar_t* x,
+                               int64_t t, scalar_t* dst) {
+  const int64_t n = kWidth ? kWidth : nc, L = rows.length, K = rows.width;
+  acc_t pre[kWidth ? kWidth : kChannelBlock];
+  for (int64_t c = 0; c < n; ++c) pre[c] = bias ? bias[c] : acc_t(0);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t src_t = rows.reverse ? t + (K - 1) - k : t - (K - 1) + k;
+    if (src_t < 0 || src_t >= L) continue;
+    const scalar_t* __restrict src = x + src_t * rows.token_stride;
+    const acc_t* __restrict w = weight_t + k * kChannelBlock;
+    for (int64_t c = 0; c < n; ++c) pre[c] += w[c] * static_cast<acc_t>(src[c]);
+  }
+  for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<scalar_t>(pre[c] * sigmoid(pre[c]));
+}
+
 // The forward for a channel-last x into a channel-last out, kChannelBlock
 // channels of one batch entry per task.
 template <typename scalar_t, typename acc_t>
@@ -74,26 +93,21 @@ void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch, 
   const int64_t d = rows.channels, L = rows.length, K = rows.width;
   const int64_t blocks = (d + kChannelBlock - 1) / kChannelBlock;
   at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> weight_t(K * kChannelBlock), pre(kChannelBlock);
+    std::vector<acc_t> weight_t(K * kChannelBlock);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks, c0 = (task % blocks) * kChannelBlock;
       const int64_t nc = std::min(kChannelBlock, d - c0);
       for (int64_t k = 0; k < K; ++k)
-        for (int64_t c = 0; c < nc; ++c) weight_t[k * kChannelBlock + c] = rows.weight[(c0 + c) * K + k];
+        for (int64_t c = 0; c < nc; ++c)
+          weight_t[k * kChannelBlock + c] = rows.weight[(c0 + c) * K + k];
+      const acc_t* bias = rows.bias ? rows.bias + c0 : nullptr;
       const scalar_t* x = rows.x + b * rows.batch_stride + c0;
-      scalar_t* dst_base = out + b * L * d + c0;
+      scalar_t* dst = out + b * L * d + c0;
       for (int64_t t = 0; t < L; ++t) {
-        acc_t* __restrict p = pre.data();
-        for (int64_t c = 0; c < nc; ++c) p[c] = rows.bias ? rows.bias[c0 + c] : acc_t(0);
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t src_t = rows.reverse ? t + (K - 1) - k : t - (K - 1) + k;
-          if (src_t < 0 || src_t >= L) continue;
-          const scalar_t* __restrict src = x + src_t * rows.token_stride;
-          const acc_t* __restrict w = weight_t.data() + k * kChannelBlock;
-          for (int64_t c = 0; c < nc; ++c) p[c] += w[c] * static_cast<acc_t>(src[c]);
-        }
-        scalar_t* __restrict dst = dst_base + t * d;
-        for (int64_t c = 0; c < nc; ++c) dst[c] = static_cast<scalar_t>(p[c] * sigmoid(p[c]));
+        if (nc == kChannelBlock)
+          channel_last_token<kChannelBlock>(rows, nc, weight_t.data(), bias, x, t, dst + t * d);
+        else
+          channel_last_token<0>(rows, nc, weight_t.data(), bias, x, t, dst + t * d);
       }
     }
   });
