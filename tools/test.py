@@ -3,34 +3,30 @@
 The config's ``default_scope`` (mmseg or mmdet) decides the library, as in
 tools/train.py; the command line follows mmseg's and mmdet's ``test.py``.
 """
-import argparse
 import os
 import os.path as osp
-import sys
-
-from mmengine.config import DictAction
 
 import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
-from mmvim.runtime import (
-    CheckpointMismatchError,
-    OverwriteRefusedError,
-    RunSetupError,
-    build_runner,
-    check_datasets_exist,
-    load_config,
-)
+from mmvim.runtime import RunSetupError, check_datasets_exist, load_config
+from mmvim.runtime.command_line import (add_cfg_options, add_launcher_options,
+                                        parse_launched_args, run_runner,
+                                        tool_parser)
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+def parse_args(argv=None):
+    parser = tool_parser(
+        __doc__.split('\n')[0], checkpoint_help='checkpoint file')
     parser.add_argument(
         '--work-dir', help='where the metrics log goes (default as train.py)')
     parser.add_argument(
         '--out',
         help='also keep the predictions: segmentation writes one PNG per '
         'image into this directory, detection pickles them to this .pkl')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation with the config\'s tta_model and '
+        'tta_pipeline (e.g. multi-scale + flip)')
     parser.add_argument(
         '--show', action='store_true', help='display each painted result')
     parser.add_argument(
@@ -39,25 +35,9 @@ def parse_args():
         '(segmentation: DIR/vis_data/vis_image/, detection: DIR/)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='seconds --show waits')
-    parser.add_argument(
-        '--tta',
-        action='store_true',
-        help='test-time augmentation with the config\'s tta_model and '
-        'tta_pipeline (e.g. multi-scale + flip)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. test_dataloader.batch_size=2')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='how the processes were started (dist_test.sh: pytorch)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_cfg_options(parser, 'test_dataloader.batch_size=2')
+    add_launcher_options(parser, 'dist_test.sh')
+    return parse_launched_args(parser, argv)
 
 
 def is_detection(cfg) -> bool:
@@ -128,9 +108,8 @@ def keep_predictions(cfg, out: str) -> None:
 def main():
     """Returns the metrics, e.g. {'mIoU': ...}."""
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options, args.launcher,
-                      args.work_dir)
-    try:
+
+    def prepare(cfg) -> None:
         if not osp.isfile(args.checkpoint):
             raise RunSetupError(f'no checkpoint at {args.checkpoint}')
         cfg.load_from = args.checkpoint
@@ -142,16 +121,13 @@ def main():
         if args.out:
             keep_predictions(cfg, args.out)
         check_datasets_exist(cfg, ('test_dataloader', ))
-        runner = build_runner(cfg)
-    except RunSetupError as error:
-        sys.exit(f'error: {error}')
-    try:
-        # Loads the checkpoint through mmvim's CheckpointFormatHook: weights
-        # that do not fit the config stop the test instead of scoring a
-        # randomly initialised model.
-        return runner.test()
-    except (CheckpointMismatchError, OverwriteRefusedError) as error:
-        sys.exit(f'error: {error}')
+
+    # The Runner loads the checkpoint through mmvim's CheckpointFormatHook:
+    # weights that do not fit the config stop the test instead of scoring a
+    # randomly initialised model.
+    return run_runner(
+        load_config(args.config, args.cfg_options, args.launcher,
+                    args.work_dir), prepare, 'test')
 
 
 if __name__ == '__main__':

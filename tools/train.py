@@ -3,30 +3,19 @@
 The config's ``default_scope`` decides which library builds the model, data
 and metrics; the command line follows mmseg's and mmdet's ``tools/train.py``.
 """
-import argparse
-import os
-import sys
-
 import torch
-from mmengine.config import DictAction
 
 import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
-from mmvim.runtime import (
-    CheckpointMismatchError,
-    OverwriteRefusedError,
-    RunSetupError,
-    apply_checkpoint_plan,
-    build_runner,
-    check_datasets_exist,
-    check_pretrained_exist,
-    load_config,
-    plan_checkpoints,
-)
+from mmvim.runtime import (RunSetupError, apply_checkpoint_plan,
+                           check_datasets_exist, check_pretrained_exist,
+                           load_config, plan_checkpoints)
+from mmvim.runtime.command_line import (add_cfg_options, add_launcher_options,
+                                        parse_launched_args, run_runner,
+                                        tool_parser)
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='config file path')
+def parse_args(argv=None):
+    parser = tool_parser(__doc__.split('\n')[0])
     parser.add_argument(
         '--work-dir',
         help='where logs and checkpoints go (default: the config\'s '
@@ -44,22 +33,11 @@ def parse_args():
         action='store_true',
         help='mixed precision (mmengine AmpOptimWrapper): bfloat16 on GPUs '
         'that support it, else float16 with dynamic loss scaling; GPU only')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. train_cfg.max_iters=1000 '
+    add_cfg_options(
+        parser, 'train_cfg.max_iters=1000 '
         'model.backbone.init_cfg.checkpoint=PATH')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='how the processes were started (dist_train.sh: pytorch)')
-    # torch.distributed.launch passes --local-rank (older: --local_rank)
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_options(parser, 'dist_train.sh')
+    return parse_launched_args(parser, argv)
 
 
 def enable_amp(cfg) -> None:
@@ -84,22 +62,17 @@ def enable_amp(cfg) -> None:
 
 def main():
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options, args.launcher,
-                      args.work_dir)
-    try:
+
+    def prepare(cfg) -> None:
         if args.amp:
             enable_amp(cfg)
         check_datasets_exist(cfg, ('train_dataloader', 'val_dataloader'))
         check_pretrained_exist(cfg)
-        plan = plan_checkpoints(cfg, args.resume)
-        apply_checkpoint_plan(cfg, plan)
-        runner = build_runner(cfg)
-    except RunSetupError as error:
-        sys.exit(f'error: {error}')
-    try:
-        runner.train()
-    except (CheckpointMismatchError, OverwriteRefusedError) as error:
-        sys.exit(f'error: {error}')
+        apply_checkpoint_plan(cfg, plan_checkpoints(cfg, args.resume))
+
+    run_runner(
+        load_config(args.config, args.cfg_options, args.launcher,
+                    args.work_dir), prepare, 'train')
 
 
 if __name__ == '__main__':

@@ -8,7 +8,6 @@ not), and is read weights-only.
     python tools/demo/image_demo.py CONFIG CHECKPOINT a.jpg [b.jpg ...] \\
         --out outputs/demo
 """
-import argparse
 import os.path as osp
 import sys
 import warnings
@@ -20,18 +19,16 @@ import torch
 from mmengine.config import Config
 
 import mmvim  # noqa: F401  registers the Vim backbone and neck
-from mmvim.runtime import (
-    CheckpointMismatchError,
-    load_fitting_weights,
-    prepare_process,
-)
+from mmvim.runtime import (CheckpointMismatchError, load_fitting_weights,
+                           prepare_process)
+from mmvim.runtime.command_line import (init_task_model, task_library,
+                                        tool_parser)
 from mmvim.runtime.segmentation import predict_segmentation
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser = tool_parser(
+        __doc__.split('\n')[0], checkpoint_help='checkpoint file')
     parser.add_argument('images', nargs='+', help='picture files')
     parser.add_argument(
         '--out',
@@ -83,14 +80,14 @@ def output_paths(images, out: str, overwrite: bool):
     return paths
 
 
-def load_model(init, config, args):
+def load_model(config, args):
     """The task library's model, with the checkpoint's weights only if they
     fit, and the class names and palette the checkpoint was trained with."""
     with warnings.catch_warnings():
         # init_detector without a checkpoint warns that it uses COCO's
         # classes; the checkpoint's come next.
         warnings.simplefilter('ignore')
-        model = init(config, None, device=args.device)
+        model = init_task_model(config, None, device=args.device)
     checkpoint = load_fitting_weights(model, args.checkpoint)
     dataset_meta = (checkpoint.get('meta') or {}).get('dataset_meta')
     if not dataset_meta:
@@ -105,26 +102,21 @@ def load_model(init, config, args):
     return model
 
 
-def segmentation_painter(config, args):
-    from mmseg.apis import init_model
-    from mmseg.visualization import SegLocalVisualizer
-    model = load_model(init_model, config, args)
-    visualizer = SegLocalVisualizer(
-        name='mmvim_image_demo', alpha=args.opacity)
+def make_painter(config, args):
+    """The model, its predict function, a visualizer that knows its class
+    names, and the task's drawing options."""
+    if task_library(config) == 'mmdet':
+        from mmdet.apis import inference_detector as predict
+        from mmdet.visualization import DetLocalVisualizer as Visualizer
+        draw_options = dict(pred_score_thr=args.score_thr)
+    else:
+        from mmseg.visualization import SegLocalVisualizer as Visualizer
+        predict = predict_segmentation
+        draw_options = dict(with_labels=args.class_names)
+    model = load_model(config, args)
+    visualizer = Visualizer(name='mmvim_image_demo', alpha=args.opacity)
     visualizer.dataset_meta = model.dataset_meta
-    return model, predict_segmentation, visualizer, dict(
-        with_labels=args.class_names)
-
-
-def detection_painter(config, args):
-    from mmdet.apis import inference_detector, init_detector
-    from mmdet.visualization import DetLocalVisualizer
-    model = load_model(init_detector, config, args)
-    visualizer = DetLocalVisualizer(
-        name='mmvim_image_demo', alpha=args.opacity)
-    visualizer.dataset_meta = model.dataset_meta
-    return model, inference_detector, visualizer, dict(
-        pred_score_thr=args.score_thr)
+    return model, predict, visualizer, draw_options
 
 
 def read_picture(path: str):
@@ -154,9 +146,6 @@ def main():
 
     prepare_process()
     config = Config.fromfile(args.config)
-    make_painter = (
-        detection_painter if config.get('default_scope') == 'mmdet' else
-        segmentation_painter)
     try:
         model, predict, visualizer, draw_options = make_painter(config, args)
     except (ValueError, FileNotFoundError, CheckpointMismatchError) as error:

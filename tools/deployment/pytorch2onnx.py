@@ -14,7 +14,6 @@ on the same random pictures:
 
 Needs the deploy extras: ``pip install -e .[deploy]``.
 """
-import argparse
 import os
 import sys
 import time
@@ -23,13 +22,15 @@ from typing import List, Sequence
 
 import numpy as np
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from torch import nn
 
 import mmvim  # noqa: F401  registers the Vim backbone and neck
 from mmvim.analysis.timing import median_seconds
 from mmvim.ops import get_backend, use_backend
 from mmvim.runtime import prepare_process
+from mmvim.runtime.command_line import (add_cfg_options, init_task_model,
+                                        task_library, tool_parser)
 
 # Portable backends that trace into plain ONNX operators, best first:
 # see docs/deployment.md for the graph sizes and errors behind the order.
@@ -39,13 +40,12 @@ DEFAULT_MAX_ERROR = 1e-4
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='config file path')
-    parser.add_argument(
-        'checkpoint',
-        nargs='?',
-        help='checkpoint to export; without it the weights stay as the '
-        'model is built (for trying the export out, not for deployment)')
+    parser = tool_parser(
+        __doc__.split('\n')[0],
+        checkpoint_help='checkpoint to export; without it the weights stay '
+        'as the model is built (for trying the export out, not for '
+        'deployment)',
+        nargs='?')
     parser.add_argument(
         '--out', required=True, help='the .onnx file to write')
     parser.add_argument(
@@ -97,11 +97,7 @@ def parse_args(argv=None):
         help='CPU threads of both runtimes when timing (default: %(default)s)')
     parser.add_argument(
         '--overwrite', action='store_true', help='replace an existing --out')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. model.backbone.init_cfg=None')
+    add_cfg_options(parser, 'model.backbone.init_cfg=None')
     return parser.parse_args(argv)
 
 
@@ -141,18 +137,10 @@ class SegmentorLogits(nn.Module):
 def build_model(cfg: Config, checkpoint, backbone_only: bool) -> nn.Module:
     """The config's model in eval mode on the CPU, BatchNorm for SyncBN."""
     from mmengine.model import revert_sync_batchnorm
-    scope = cfg.get('default_scope')
-    if scope == 'mmdet':
-        if not backbone_only:
-            raise ValueError('only the backbone of a detection config '
-                             'exports; pass --backbone-only')
-        from mmdet.apis import init_detector as init_model
-    elif scope == 'mmseg':
-        from mmseg.apis import init_model
-    else:
-        raise ValueError(f"the config's default_scope is {scope!r}; "
-                         'expected mmseg or mmdet')
-    model = init_model(cfg, checkpoint, device='cpu')
+    if task_library(cfg) == 'mmdet' and not backbone_only:
+        raise ValueError('only the backbone of a detection config exports; '
+                         'pass --backbone-only')
+    model = init_task_model(cfg, checkpoint, device='cpu')
     model = revert_sync_batchnorm(model).eval()
     if backbone_only:
         return model.backbone
