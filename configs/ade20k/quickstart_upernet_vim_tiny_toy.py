@@ -13,7 +13,7 @@
 #   the end; no pretrained checkpoint (nothing to download), hence a larger
 #   lr (1e-3) with a 30-iteration warm-up.
 # SyncBN stays: mmengine's Runner turns it into BN in a single process.
-_base_ = ['./upernet_vim_tiny.py']
+_base_ = ['./upernet_vim_tiny.py', '../_base_/quickstart_runtime.py']
 
 data_root = 'data/toy_ade20k'
 crop_size = (64, 64)
@@ -36,14 +36,9 @@ toy_sizes = dict(
     RandomResize=dict(scale=(256, 64), ratio_range=(0.75, 1.5)),
     RandomCrop=dict(crop_size=crop_size),
     Resize=dict(scale=(256, 64)))
-train_pipeline = [
-    dict(step, **toy_sizes.get(step['type'], {}))
-    for step in _base_.train_pipeline
-]
-test_pipeline = [
-    dict(step, **toy_sizes.get(step['type'], {}))
-    for step in _base_.test_pipeline
-]
+train_pipeline, test_pipeline = (
+    [dict(step, **toy_sizes.get(step['type'], {})) for step in pipeline]
+    for pipeline in (_base_.train_pipeline, _base_.test_pipeline))
 toy_dataset = dict(
     # ADE20KDataset only accepts (subsets of) the 150 ADE20K class names.
     type='BaseSegDataset',
@@ -62,18 +57,12 @@ val_dataloader = dict(
     dataset=dict(**toy_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-randomness = dict(seed=0)  # the same initial weights, hence figures, each run
 max_iters = 300
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05))
+# The recipe's warm-up and poly decay, shortened to the run.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
-    dict(
-        type='PolyLR',
-        power=1.0,
-        eta_min=0.0,
-        by_epoch=False,
-        begin=0,
-        end=max_iters),
+    dict(_base_.param_scheduler[0], start_factor=1e-3, end=30),
+    dict(_base_.param_scheduler[1], end=max_iters),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(

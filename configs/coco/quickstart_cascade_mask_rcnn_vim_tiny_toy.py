@@ -11,7 +11,9 @@
 # the pyramid and head widths (64 channels instead of 256), the number of
 # proposals and sampled RoIs, the images (160x128) and the schedule (400
 # iterations of 2 pictures).
-_base_ = './cascade_mask_rcnn_vim_tiny.py'
+_base_ = [
+    './cascade_mask_rcnn_vim_tiny.py', '../_base_/quickstart_runtime.py'
+]
 
 data_root = 'data/toy_coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle'))
@@ -60,34 +62,23 @@ toy_sizes = dict(
     RandomCrop=dict(crop_size=image_size),
     Resize=dict(scale=image_size),
     Pad=dict(size=image_size))
-train_pipeline = [
-    dict(step, **toy_sizes.get(step['type'], {}))
-    for step in _base_.train_pipeline
-]
-test_pipeline = [
-    dict(step, **toy_sizes.get(step['type'], {}))
-    for step in _base_.test_pipeline
-]
-# No worker processes: on 2 cores they cost more than the small images do.
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
-        pipeline=test_pipeline))
+train_pipeline, test_pipeline = (
+    [dict(step, **toy_sizes.get(step['type'], {})) for step in pipeline]
+    for pipeline in (_base_.train_pipeline, _base_.test_pipeline))
+# The toy set's split `name`: its annotations, pictures and pipeline. No
+# worker processes: on 2 cores they cost more than the small images do.
+train_dataloader, val_dataloader = (
+    dict(
+        num_workers=0,
+        persistent_workers=False,
+        dataset=dict(
+            data_root=data_root,
+            metainfo=metainfo,
+            ann_file=f'annotations/instances_{name}.json',
+            data_prefix=dict(img=f'{name}/'),
+            pipeline=pipeline))
+    for name, pipeline in (('train', train_pipeline), ('val', test_pipeline)))
+train_dataloader.update(batch_size=2)
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
@@ -99,18 +90,11 @@ optim_wrapper = dict(
     optimizer=dict(lr=1e-3, weight_decay=0.05),
     paramwise_cfg=dict(layer_decay_rate=1.0))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-         end=50),
-    dict(
-        type='MultiStepLR',
-        by_epoch=False,
-        begin=0,
-        end=max_iters,
-        milestones=[int(max_iters * 0.8), int(max_iters * 0.9)],
-        gamma=0.1)
+    dict(_base_.param_scheduler[0], end=50),
+    dict(_base_.param_scheduler[1], end=max_iters,
+         milestones=[int(max_iters * 0.8), int(max_iters * 0.9)]),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=max_iters))
-randomness = dict(seed=0)

@@ -9,7 +9,6 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 import mmvim  # noqa: F401  registers VisionMamba and the optimizer constructor
@@ -17,16 +16,15 @@ import mmvim  # noqa: F401  registers VisionMamba and the optimizer constructor
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs' / 'ade20k'
 
 
-def load(name):
-    cfg = Config.fromfile(CONFIGS / name)
-    cfg.model.backbone.init_cfg = None  # no checkpoint download in CI
-    return cfg
+@pytest.fixture(scope='session')
+def load(load_config):
+    """An ADE20K config by file name, as CI reads it."""
+    return lambda name: load_config(f'ade20k/{name}')
 
 
-def build(model_cfg):
-    init_default_scope('mmseg')
-    from mmseg.registry import MODELS
-    return MODELS.build(model_cfg)
+@pytest.fixture(scope='session')
+def build(build_model):
+    return lambda model_cfg: build_model(model_cfg, 'mmseg')
 
 
 def shrink(cfg, width=32):
@@ -49,14 +47,15 @@ def num_params(model):
 @pytest.mark.parametrize(
     'name, paper_millions',
     [('upernet_vim_tiny.py', 13), ('upernet_vim_small.py', 46)])
-def test_parameter_count_matches_the_paper(name, paper_millions):
+def test_parameter_count_matches_the_paper(name, paper_millions, load,
+                                            build):
     # The paper's table gives model sizes in millions (we count 12.3M and
     # 45.4M); mmseg's default 512-channel UperNet would make Vim-Ti 35.7M.
     millions = num_params(build(load(name).model)) / 1e6
     assert abs(millions - paper_millions) < 1, millions
 
 
-def test_tiny_recipe():
+def test_tiny_recipe(load):
     cfg = load('upernet_vim_tiny.py')
     # mmseg's own ADE20K data config, inherited through `mmseg::`.
     dataset = cfg.train_dataloader.dataset
@@ -81,7 +80,7 @@ def test_tiny_recipe():
     ('upernet_vim_base.py', 'base', 768, 1e-4, 0.05, 0.95),
 ])
 def test_each_size_has_its_width_and_recipe(name, arch, width, lr,
-                                            weight_decay, layer_decay):
+                                            weight_decay, layer_decay, load):
     cfg = load(name)
     assert cfg.model.backbone.arch == arch
     assert cfg.model.neck.embed_dim == width
@@ -107,7 +106,7 @@ def test_small_and_base_inherit_the_tiny_structure_and_state_their_recipe(
 
 
 @pytest.fixture(scope='module')
-def small_tiny_segmentor():
+def small_tiny_segmentor(load, build):
     model = build(shrink(load('upernet_vim_tiny.py')).model)
     # What mmengine's Runner does without torch.distributed.
     return revert_sync_batchnorm(model).eval()
@@ -146,7 +145,7 @@ def test_slide_inference_non_square(small_tiny_segmentor):
     assert result.seg_logits.data.shape == (150, height, width)
 
 
-def test_quickstart_trains_the_tiny_model_on_toy_data():
+def test_quickstart_trains_the_tiny_model_on_toy_data(load, build):
     cfg = Config.fromfile(CONFIGS / 'quickstart_upernet_vim_tiny_toy.py')
     tiny = load('upernet_vim_tiny.py')
     # Only the data (classes), the crop and the checkpoint differ.
@@ -178,7 +177,7 @@ REFERENCE_SIDE = {
 }
 
 
-def test_reference_switches_each_change_what_they_should():
+def test_reference_switches_each_change_what_they_should(load, build):
     from mmengine.optim import build_optim_wrapper
     ours = shrink(load('upernet_vim_tiny.py'))
     reference = shrink(load('upernet_vim_tiny.py'))
@@ -225,3 +224,44 @@ def test_reference_switches_each_change_what_they_should():
             tokens = torch.cat([tokens[:8], tokens[9:]])
         torch.testing.assert_close(
             built[side]['features'][2][0].flatten(1).T, tokens)
+
+
+def test_shared_bases_resolve_to_the_recipe_values(load):
+    """The values the shared bases (the AdamW layer-decay optimizer, the
+    UperNet heads' common part) resolve to in the tiny config."""
+    cfg = load('upernet_vim_tiny.py')
+    assert cfg.optim_wrapper == dict(
+        type='OptimWrapper',
+        optimizer=dict(
+            type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.1),
+        constructor='VimLayerDecayOptimWrapperConstructor',
+        paramwise_cfg=dict(layer_decay_rate=0.92, reference_name_bug=False))
+    assert (cfg.val_cfg, cfg.test_cfg) == (dict(type='ValLoop'),
+                                           dict(type='TestLoop'))
+    for head, loss_weight in ((cfg.model.decode_head, 1.0),
+                              (cfg.model.auxiliary_head, 0.4)):
+        assert (head.dropout_ratio, head.num_classes, head.norm_cfg,
+                head.align_corners) == (0.1, 150, dict(
+                    type='SyncBN', requires_grad=True), False)
+        assert head.loss_decode == dict(
+            type='CrossEntropyLoss', use_sigmoid=False,
+            loss_weight=loss_weight)
+
+
+def test_quickstart_shortens_the_schedule_and_scales_the_pipelines():
+    cfg = Config.fromfile(CONFIGS / 'quickstart_upernet_vim_tiny_toy.py')
+    assert cfg.randomness == dict(seed=0)
+    assert cfg.param_scheduler == [
+        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
+             end=30),
+        dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
+             end=300),
+    ]
+    steps = {step.type: step for step in cfg.train_pipeline}
+    assert steps['RandomResize'].scale == (256, 64)
+    assert steps['RandomResize'].ratio_range == (0.75, 1.5)
+    assert steps['RandomCrop'].crop_size == (64, 64)
+    test_steps = {step.type: step for step in cfg.test_pipeline}
+    assert test_steps['Resize'].scale == (256, 64)
+    assert cfg.val_dataloader.dataset.pipeline == cfg.test_pipeline
+    assert cfg.train_dataloader.dataset.pipeline == cfg.train_pipeline

@@ -21,21 +21,15 @@ CONFIGS = Path(__file__).resolve().parents[2] / 'configs' / 'coco'
 VIM_TINY_DETECTOR_PARAMS = 65_369_070
 
 
-def load(name):
-    cfg = Config.fromfile(CONFIGS / name)
-    cfg.model.backbone.init_cfg = None  # no checkpoint download in CI
-    return cfg
-
-
-def build_detector(model_cfg):
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
-    return MODELS.build(model_cfg)
+@pytest.fixture(scope='session')
+def load(load_config):
+    """A COCO config by file name, as CI reads it."""
+    return lambda name: load_config(f'coco/{name}')
 
 
 @pytest.fixture(scope='module')
-def tiny_detector():
-    model = build_detector(load('cascade_mask_rcnn_vim_tiny.py').model)
+def tiny_detector(load, build_model):
+    model = build_model(load('cascade_mask_rcnn_vim_tiny.py').model, 'mmdet')
     model.init_weights()
     return model.eval()
 
@@ -86,7 +80,7 @@ def test_tiny_detector_predicts_on_a_non_square_image(tiny_detector):
     assert pred.labels.max() < 80
 
 
-def test_tiny_recipe():
+def test_tiny_recipe(load):
     cfg = load('cascade_mask_rcnn_vim_tiny.py')
     assert cfg.train_dataloader.dataset.type == 'CocoDataset'
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
@@ -113,7 +107,7 @@ def test_small_config_widens_the_neck_input():
     assert 'vim_s_' in model.backbone.init_cfg.checkpoint
 
 
-def test_lsj_pipeline_yields_padded_1024_crops(tmp_path):
+def test_lsj_pipeline_yields_padded_1024_crops(tmp_path, load):
     """The real train pipeline on a toy COCO image: whatever the jitter,
     images and masks come out 1024x1024 with boxes inside."""
     from mmdet.registry import DATASETS
@@ -144,3 +138,43 @@ def test_lsj_pipeline_yields_padded_1024_crops(tmp_path):
         instances = sample['data_samples'].gt_instances
         assert instances.masks.masks.shape[1:] == (1024, 1024)
         assert (instances.bboxes.tensor <= 1024).all()
+
+
+def test_shared_optimizer_base_resolves_to_the_recipe_values(load):
+    cfg = load('cascade_mask_rcnn_vim_tiny.py')
+    assert cfg.optim_wrapper == dict(
+        type='OptimWrapper',
+        optimizer=dict(
+            type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
+        constructor='VimLayerDecayOptimWrapperConstructor',
+        paramwise_cfg=dict(layer_decay_rate=0.837, reference_name_bug=False))
+    assert (cfg.val_cfg, cfg.test_cfg) == (dict(type='ValLoop'),
+                                           dict(type='TestLoop'))
+
+
+def test_quickstart_splits_schedule_and_seed():
+    cfg = Config.fromfile(
+        CONFIGS / 'quickstart_cascade_mask_rcnn_vim_tiny_toy.py')
+    assert cfg.randomness == dict(seed=0)
+    assert cfg.param_scheduler == [
+        dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
+             end=50),
+        dict(type='MultiStepLR', by_epoch=False, begin=0, end=400,
+             milestones=[320, 360], gamma=0.1),
+    ]
+    for loader, split, pipeline in (
+            (cfg.train_dataloader, 'train', cfg.train_pipeline),
+            (cfg.val_dataloader, 'val', cfg.test_pipeline)):
+        assert (loader.num_workers, loader.persistent_workers) == (0, False)
+        dataset = loader.dataset
+        assert dataset.data_root == 'data/toy_coco/'
+        assert dataset.ann_file == f'annotations/instances_{split}.json'
+        assert dataset.data_prefix == dict(img=f'{split}/')
+        assert dataset.pipeline == pipeline
+        assert dataset.metainfo.classes == ('circle', 'square', 'triangle')
+    assert cfg.train_dataloader.batch_size == 2
+    assert cfg.val_dataloader.batch_size == 1
+    assert cfg.test_dataloader == cfg.val_dataloader
+    sizes = {step.type: step for step in cfg.train_pipeline}
+    assert sizes['RandomResize'].scale == (160, 128)
+    assert sizes['Pad'].size == (160, 128)

@@ -18,6 +18,13 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255)
+# What the decode head and the auxiliary head (weighted 0.4) share.
+head_cfg = dict(
+    dropout_ratio=0.1,
+    num_classes=150,
+    norm_cfg=norm_cfg,
+    align_corners=False)
+cross_entropy = dict(type='CrossEntropyLoss', use_sigmoid=False)
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
@@ -56,12 +63,8 @@ model = dict(
         # is 512): with 192 channels UperNet + Vim-Ti has the paper's ~13M
         # parameters (512 would give ~36M).
         channels=embed_dims,
-        dropout_ratio=0.1,
-        num_classes=150,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(
-            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+        **head_cfg,
+        loss_decode=dict(cross_entropy, loss_weight=1.0)),
     auxiliary_head=dict(
         type='FCNHead',
         in_channels=embed_dims,
@@ -69,11 +72,7 @@ model = dict(
         channels=256,
         num_convs=1,
         concat_input=False,
-        dropout_ratio=0.1,
-        num_classes=150,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(
-            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
+        **head_cfg,
+        loss_decode=dict(cross_entropy, loss_weight=0.4)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
