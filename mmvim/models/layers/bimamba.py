@@ -104,14 +104,14 @@ class BiMambaMixer(nn.Module):
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def _project(self, u, suffix):
-        """delta (b, l, d) and B, C (b, n, l) of one direction from its conv
-        output u (b, d, l)."""
+        """delta (b, l, d) and B, C (b, l, n), token-major as the projection
+        makes them, of one direction from its conv output u (b, d, l)."""
         x_dbl = F.linear(u.transpose(1, 2),
                          getattr(self, f'x_proj{suffix}').weight)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state],
                                dim=-1)
         delta = F.linear(dt, getattr(self, f'dt_proj{suffix}').weight)
-        return delta, B.transpose(1, 2), C.transpose(1, 2)
+        return delta, B, C
 
     def _ssm_parameters(self, suffixes):
         """A, D and the dt bias of the directions in ``suffixes``, stacked
@@ -129,8 +129,9 @@ class BiMambaMixer(nn.Module):
         u = causal_conv1d_silu(x, conv.weight[:, 0], conv.bias)
         delta, B, C = self._project(u, suffix)
         A, D, dt_bias = self._ssm_parameters([suffix])
-        return selective_scan(u, delta.transpose(1, 2), A, B.contiguous(),
-                              C.contiguous(), D, z, dt_bias,
+        return selective_scan(u, delta.transpose(1, 2), A,
+                              B.transpose(1, 2).contiguous(),
+                              C.transpose(1, 2).contiguous(), D, z, dt_bias,
                               delta_softplus=True)
 
     def _scan_both_directions(self, x, z):
@@ -149,11 +150,13 @@ class BiMambaMixer(nn.Module):
         ]
         deltas, Bs, Cs = zip(*projected)
         A, D, dt_bias = self._ssm_parameters(DIRECTIONS)
+        # B, C (b, 2, n, l) as views of token-major (b, 2, l, n) stacks: the
+        # layout the compiled scan reads, so it copies nothing more.
         y = bidirectional_selective_scan(
             u,
             torch.cat(deltas, dim=-1).transpose(1, 2), A,
-            torch.stack(Bs, dim=1).contiguous(),
-            torch.stack(Cs, dim=1).contiguous(), D, z, dt_bias,
+            torch.stack(Bs, dim=1).transpose(-1, -2),
+            torch.stack(Cs, dim=1).transpose(-1, -2), D, z, dt_bias,
             delta_softplus=True)
         return y.chunk(2, dim=1)
 
