@@ -140,18 +140,6 @@ def test_lsj_pipeline_yields_padded_1024_crops(tmp_path, load):
         assert (instances.bboxes.tensor <= 1024).all()
 
 
-def test_shared_optimizer_base_resolves_to_the_recipe_values(load):
-    cfg = load('cascade_mask_rcnn_vim_tiny.py')
-    assert cfg.optim_wrapper == dict(
-        type='OptimWrapper',
-        optimizer=dict(
-            type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
-        constructor='VimLayerDecayOptimWrapperConstructor',
-        paramwise_cfg=dict(layer_decay_rate=0.837, reference_name_bug=False))
-    assert (cfg.val_cfg, cfg.test_cfg) == (dict(type='ValLoop'),
-                                           dict(type='TestLoop'))
-
-
 def test_quickstart_splits_schedule_and_seed():
     cfg = Config.fromfile(
         CONFIGS / 'quickstart_cascade_mask_rcnn_vim_tiny_toy.py')

@@ -109,3 +109,58 @@ def run_tool():
             timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def toy(request):
+    """The toy data generator the test module names in ``TOY_GENERATOR``
+    (a script under tools/dataset_converters/), as a module."""
+    return _load_script(request.module.TOY_GENERATOR)
+
+
+@pytest.fixture(scope='module')
+def quickstart_cfg(request):
+    """The quickstart config the test module names in ``QUICKSTART``, read
+    once per module: resolving its `mmseg::` / `mmdet::` bases takes
+    seconds."""
+    from mmvim.runtime import load_config
+    return load_config(str(REPO / request.module.QUICKSTART))
+
+
+@pytest.fixture
+def short_run():
+    """Builds the Runner of a copy of ``cfg`` trained for ``max_iters`` on
+    the toy data at ``data_root`` (batch 2; validation, a checkpoint and a
+    log line every 2, 2 and 1 iterations; a 2-iteration warm-up), writing
+    to ``work_dir``. ``options`` (dotted config keys) come on top."""
+
+    def build(cfg, data_root, work_dir, name, max_iters, **options):
+        import copy
+
+        from mmvim.runtime import build_runner
+        merged = {
+            f'{loader}.dataset.data_root': data_root
+            for loader in ('train_dataloader', 'val_dataloader',
+                           'test_dataloader')
+        }
+        merged.update({
+            'train_dataloader.batch_size': 2,
+            'train_cfg.max_iters': max_iters,
+            'train_cfg.val_interval': 2,
+            'default_hooks.checkpoint.interval': 2,
+            'default_hooks.logger.interval': 1,
+            # Runners of one process need their own logger/message hub
+            # names.
+            'experiment_name': f'{name}_{work_dir.parent.name}',
+        })
+        merged.update(options)
+        cfg = copy.deepcopy(cfg)
+        cfg.merge_from_dict(merged)
+        cfg.work_dir = str(work_dir)
+        cfg.param_scheduler = [
+            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+                 end=2)
+        ]
+        return build_runner(cfg)
+
+    return build

@@ -2,22 +2,14 @@
 data: train, validate with CocoMetric (bbox + segm), save, resume. Also the
 toy generator."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from mmengine.hooks import Hook
 
-from mmvim.runtime import build_runner, load_config
-
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = REPO / 'configs/coco/quickstart_cascade_mask_rcnn_vim_tiny_toy.py'
-
-
-@pytest.fixture
-def toy(tool_module):
-    """The toy dataset generator script, as a module."""
-    return tool_module('tools/dataset_converters/make_toy_coco.py')
+# Read by the `toy` and `quickstart_cfg` fixtures (tests/tools/conftest.py).
+TOY_GENERATOR = 'tools/dataset_converters/make_toy_coco.py'
+QUICKSTART = 'configs/coco/quickstart_cascade_mask_rcnn_vim_tiny_toy.py'
 
 
 def test_toy_coco_annotations_describe_the_images(tmp_path, toy):
@@ -51,8 +43,8 @@ def test_toy_coco_is_deterministic_and_not_overwritten(tmp_path, toy):
     assert (tmp_path / 'a' / 'notes.txt').read_text() == 'keep me'
 
 
-def test_quickstart_config_names_the_generated_classes(toy):
-    cfg = load_config(str(QUICKSTART))
+def test_quickstart_config_names_the_generated_classes(quickstart_cfg, toy):
+    cfg = quickstart_cfg
     assert tuple(cfg.train_dataloader.dataset.metainfo.classes) == \
         toy.CLASSES
     assert all(head.num_classes == len(toy.CLASSES)
@@ -71,37 +63,32 @@ class Recorder(Hook):
         self.metrics = metrics
 
 
-def make_runner(data_root, work_dir, name, max_iters, **extra):
-    data_root = f'{data_root}/'
-    options = {
-        'train_dataloader.batch_size': 2,
-        # A 2-layer 32-wide Vim; the rest of the model is the quickstart's.
-        'model.backbone.arch': dict(embed_dims=32, num_layers=2),
-        'model.neck.in_channels': 32,
-        'optim_wrapper.paramwise_cfg.num_layers': 2,
-        # Keep every box so that CocoMetric always has predictions to score.
-        'model.test_cfg.rcnn.score_thr': 0.0,
-        'train_cfg.max_iters': max_iters,
-        'train_cfg.val_interval': 2,
-        'default_hooks.checkpoint.interval': 2,
-        'default_hooks.logger.interval': 1,
-        'val_evaluator.ann_file': data_root + 'annotations/instances_val.json',
-        # Runners of one process need their own logger/message hub names.
-        'experiment_name': f'det_{name}_{work_dir.parent.name}',
-    }
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options[f'{loader}.dataset.data_root'] = data_root
-    options.update(extra)
-    cfg = load_config(str(QUICKSTART), options, work_dir=str(work_dir))
-    cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-             end=2)
-    ]
-    return build_runner(cfg)
+@pytest.fixture
+def make_runner(quickstart_cfg, short_run):
+    """A short run of the quickstart with a 2-layer 32-wide Vim; the rest
+    of the model is the quickstart's."""
+
+    def make(data_root, work_dir, name, max_iters, **extra):
+        data_root = f'{data_root}/'
+        options = {
+            'model.backbone.arch': dict(embed_dims=32, num_layers=2),
+            'model.neck.in_channels': 32,
+            'optim_wrapper.paramwise_cfg.num_layers': 2,
+            # Keep every box so that CocoMetric always has predictions to
+            # score.
+            'model.test_cfg.rcnn.score_thr': 0.0,
+            'val_evaluator.ann_file':
+            data_root + 'annotations/instances_val.json',
+        }
+        options.update(extra)
+        return short_run(quickstart_cfg, data_root, work_dir, f'det_{name}',
+                         max_iters, **options)
+
+    return make
 
 
 @pytest.mark.slow  # trains, validates and resumes a run
-def test_train_validate_resume(tmp_path, toy):
+def test_train_validate_resume(tmp_path, make_runner, toy):
     data_root = tmp_path / 'data'
     toy.make_toy_coco(data_root, num_train=4, num_val=2)
     work_dir = tmp_path / 'work'

@@ -1,24 +1,14 @@
 """Segmentation end to end through mmengine's Runner, on generated toy data:
 train, validate with IoUMetric, save, resume, test. Also the toy generator.
 """
-import copy
-from pathlib import Path
-
 import numpy as np
 import pytest
 from mmengine.hooks import Hook
 from PIL import Image
 
-from mmvim.runtime import build_runner, load_config
-
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = REPO / 'configs/ade20k/quickstart_upernet_vim_tiny_toy.py'
-
-
-@pytest.fixture
-def toy(tool_module):
-    """The toy dataset generator script, as a module."""
-    return tool_module('tools/dataset_converters/make_toy_ade20k.py')
+# Read by the `toy` and `quickstart_cfg` fixtures (tests/tools/conftest.py).
+TOY_GENERATOR = 'tools/dataset_converters/make_toy_ade20k.py'
+QUICKSTART = 'configs/ade20k/quickstart_upernet_vim_tiny_toy.py'
 
 
 def test_toy_dataset_layout_and_labels(tmp_path, toy):
@@ -65,58 +55,42 @@ class StartIteration(Hook):
         self.iter = runner.iter
 
 
-@pytest.fixture(scope='module')
-def quickstart_cfg():
-    # Loaded once: resolving the `mmseg::` bases takes seconds.
-    return load_config(str(QUICKSTART))
+@pytest.fixture
+def make_runner(quickstart_cfg, short_run):
+    """A short run of the quickstart with a 4-layer 32-wide Vim and UperNet,
+    in this process (no dataloader workers)."""
 
-
-def make_runner(base_cfg, data_root, work_dir, name, max_iters, **extra):
-    options = {
-        f'{loader}.dataset.data_root': str(data_root)
+    def make(data_root, work_dir, name, max_iters, **extra):
+        options = {}
         for loader in ('train_dataloader', 'val_dataloader',
-                       'test_dataloader')
-    }
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options[f'{loader}.num_workers'] = 0
-        options[f'{loader}.persistent_workers'] = False
-    options.update({
-        'train_dataloader.batch_size': 2,
-        'model.backbone.arch': dict(
-            _delete_=True, embed_dims=32, num_layers=4),
-        'model.backbone.out_indices': (0, 1, 2, 3),
-        'optim_wrapper.paramwise_cfg.num_layers': 4,
-        'model.neck.embed_dim': 32,
-        'model.decode_head.in_channels': [32] * 4,
-        'model.decode_head.channels': 32,
-        'model.auxiliary_head.in_channels': 32,
-        'model.auxiliary_head.channels': 32,
-        'train_cfg.max_iters': max_iters,
-        'train_cfg.val_interval': 2,
-        'default_hooks.checkpoint.interval': 2,
-        'default_hooks.logger.interval': 1,
-        # Runners of one process need their own logger/message hub names.
-        'experiment_name': f'{name}_{work_dir.parent.name}',
-    })
-    options.update(extra)
-    cfg = copy.deepcopy(base_cfg)
-    cfg.merge_from_dict(options)
-    cfg.work_dir = str(work_dir)
-    cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-             end=2)
-    ]
-    return build_runner(cfg)
+                       'test_dataloader'):
+            options[f'{loader}.num_workers'] = 0
+            options[f'{loader}.persistent_workers'] = False
+        options.update({
+            'model.backbone.arch': dict(
+                _delete_=True, embed_dims=32, num_layers=4),
+            'model.backbone.out_indices': (0, 1, 2, 3),
+            'optim_wrapper.paramwise_cfg.num_layers': 4,
+            'model.neck.embed_dim': 32,
+            'model.decode_head.in_channels': [32] * 4,
+            'model.decode_head.channels': 32,
+            'model.auxiliary_head.in_channels': 32,
+            'model.auxiliary_head.channels': 32,
+        })
+        options.update(extra)
+        return short_run(quickstart_cfg, str(data_root), work_dir, name,
+                         max_iters, **options)
+
+    return make
 
 
 @pytest.mark.slow  # trains, validates and resumes a run
-def test_train_validate_resume_test(tmp_path, quickstart_cfg, toy):
+def test_train_validate_resume_test(tmp_path, make_runner, toy):
     data_root = toy.make_toy_ade20k(
         tmp_path / 'data', num_train=8, num_val=2, size=(64, 64))
     work_dir = tmp_path / 'work'
 
-    runner = make_runner(
-        quickstart_cfg, data_root, work_dir, 'train', max_iters=2)
+    runner = make_runner(data_root, work_dir, 'train', max_iters=2)
     runner.train()
     assert (work_dir / 'iter_2.pth').is_file()
     metrics = runner.message_hub.get_scalar('val/mIoU').current()
@@ -125,7 +99,6 @@ def test_train_validate_resume_test(tmp_path, quickstart_cfg, toy):
     # An interrupted run continues from its latest checkpoint.
     start = StartIteration()
     runner = make_runner(
-        quickstart_cfg,
         data_root,
         work_dir,
         'resume',
@@ -140,7 +113,6 @@ def test_train_validate_resume_test(tmp_path, quickstart_cfg, toy):
     assert (work_dir / 'iter_4.pth').is_file()
 
     runner = make_runner(
-        quickstart_cfg,
         data_root,
         work_dir,
         'test',
