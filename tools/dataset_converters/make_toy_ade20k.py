@@ -20,11 +20,11 @@ Generation is deterministic: picture ``i`` of a split depends only on
 ``(seed, split, i)``.
 """
 import argparse
-import shutil
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from mmvim.runtime.generated_data import clear_generated_folders
 
 # Names of annotation values 1..5 (value 0 is unlabelled).
 CLASSES = ('sky', 'grass', 'water', 'sun', 'house')
@@ -119,14 +119,8 @@ def make_toy_ade20k(root,
     Refuses to write into a non-empty ``root`` unless ``overwrite``, which
     then replaces only the ``images`` and ``annotations`` folders.
     """
-    root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f'{root} exists and is not empty; pass --overwrite to '
-                'replace its images/ and annotations/ folders')
-        for sub in ('images', 'annotations'):
-            shutil.rmtree(root / sub, ignore_errors=True)
+    root = clear_generated_folders(root, ('images', 'annotations'),
+                                   overwrite)
     width, height = size
     for split_id, (split, count) in enumerate(zip(SPLITS,
                                                   (num_train, num_val))):

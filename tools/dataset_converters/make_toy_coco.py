@@ -17,12 +17,13 @@ Example::
 import argparse
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
+
+from mmvim.runtime.generated_data import clear_generated_folders
 
 CLASSES = ('circle', 'square', 'triangle')
 # Each class gets its own hue (BGR, jittered per instance) so that a model
@@ -151,14 +152,8 @@ def make_toy_coco(out_dir: str, num_train: int = 64, num_val: int = 16,
                   max_objects: int = 3, seed: int = 0,
                   overwrite: bool = False) -> None:
     """Creates the dataset under ``out_dir`` (see the module docstring)."""
-    root = Path(out_dir)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f'{root} exists and is not empty; pass --overwrite to '
-                'replace the toy dataset in it')
-        for name in ('annotations', *SPLITS):
-            shutil.rmtree(root / name, ignore_errors=True)
+    root = clear_generated_folders(out_dir, ('annotations', *SPLITS),
+                                   overwrite)
     (root / 'annotations').mkdir(parents=True)
     rng = np.random.RandomState(seed)
     height, width = image_size
