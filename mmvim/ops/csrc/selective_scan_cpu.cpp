@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -297,7 +298,11 @@ void gather_lanes(const Rows<scalar_t>& rows, int64_t b, int64_t first, int64_t 
   if (rows.channel_stride == 1 && rows.channels >= first % rows.channels + kLanes) {
     for (int64_t j = 0; j < len; ++j) {  // channel-last: one token's lanes are adjacent
       const scalar_t* src = base + token(j) * rows.token_stride;
-      for (int64_t r = 0; r < kLanes; ++r) dst[j * kLanes + r] = static_cast<float>(src[r]);
+      if constexpr (std::is_same<scalar_t, float>::value) {
+        store16(dst + j * kLanes, load16(src));
+      } else {
+        for (int64_t r = 0; r < kLanes; ++r) dst[j * kLanes + r] = static_cast<float>(src[r]);
+      }
     }
   } else {
     for (int64_t r = 0; r < kLanes; ++r) {
@@ -350,66 +355,86 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
   }
 }
 
-template <typename scalar_t, int kN>
-void forward_tile_lanes(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first,
-                        const OutRows<scalar_t>& out, float* states) {
-  const int64_t N = in.n_state, L = in.length;
-  const bool reverse = first >= in.reverse_from;
-  const float* Bt = in.Bt_of(b, first);
-  const float* Ct = in.Ct_of(b, first);
-  std::vector<float> h(N * kLanes, 0.f), A2(N * kLanes);
+// One lane tile's state between chunks.
+struct LaneTile {
+  int64_t first;  // its first channel
+  bool reverse, A_non_positive;
+  const float *Bt, *Ct;
+  std::vector<float> h, A2;  // (N, kLanes): state; A log2(e)
+};
+
+template <typename scalar_t>
+LaneTile make_lane_tile(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first) {
+  const int64_t N = in.n_state;
+  LaneTile tile{first, first >= in.reverse_from, true, in.Bt_of(b, first), in.Ct_of(b, first),
+                std::vector<float>(N * kLanes, 0.f), std::vector<float>(N * kLanes)};
   for (int64_t r = 0; r < kLanes; ++r)
     for (int64_t n = 0; n < N; ++n)
-      A2[n * kLanes + r] = in.A[(first + r) * N + n] * float(kLog2e);
-  const bool A_non_positive = std::all_of(A2.begin(), A2.end(), [](float v) { return v <= 0.f; });
+      tile.A2[n * kLanes + r] = in.A[(first + r) * N + n] * float(kLog2e);
+  tile.A_non_positive =
+      std::all_of(tile.A2.begin(), tile.A2.end(), [](float v) { return v <= 0.f; });
+  return tile;
+}
+
+// A chunk's per-token lane vectors: u, dt, du, z and the output y.
+struct LaneScratch {
   alignas(64) float u[kChunk * kLanes], dt[kChunk * kLanes], du[kChunk * kLanes],
       z[kChunk * kLanes], y[kChunk * kLanes];
-  for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk) {
-    const int64_t first_step = chunk * kChunk;
-    const int64_t len = std::min(kChunk, L - first_step);
-    const int64_t n_values = len * kLanes;
-    if (states) {
-      for (int64_t r = 0; r < kLanes; ++r)
-        for (int64_t n = 0; n < N; ++n)
-          states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n] =
-              h[n * kLanes + r];
+};
+
+// One chunk of one lane tile: from and into tile.h.
+template <typename scalar_t, int kN>
+void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t chunk,
+                        LaneTile& tile, const OutRows<scalar_t>& out, float* states,
+                        LaneScratch& s) {
+  const int64_t N = in.n_state, L = in.length, first = tile.first;
+  const int64_t first_step = chunk * kChunk;
+  const int64_t len = std::min(kChunk, L - first_step);
+  const int64_t n_values = len * kLanes;
+  const bool reverse = tile.reverse;
+  if (states) {
+    for (int64_t r = 0; r < kLanes; ++r)
+      for (int64_t n = 0; n < N; ++n)
+        states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n] =
+            tile.h[n * kLanes + r];
+  }
+  gather_lanes(in.u, b, first, first_step, len, L, reverse, s.u);
+  gather_lanes(in.delta, b, first, first_step, len, L, reverse, s.dt);
+  if (in.bias) {
+    const Float16 bias = load16(in.bias + first);
+    for (int64_t j = 0; j < len; ++j) store16(s.dt + j * kLanes, load16(s.dt + j * kLanes) + bias);
+  }
+  if (in.softplus) {
+    for (int64_t i = 0; i < n_values; ++i) s.dt[i] = softplus(s.dt[i]);
+  }
+  for (int64_t i = 0; i < n_values; ++i) s.du[i] = s.dt[i] * s.u[i];
+  // y starts as D u; the scan adds <C, h>.
+  const Float16 D = in.D ? load16(in.D + first) : Float16{};
+  for (int64_t j = 0; j < len; ++j) store16(s.y + j * kLanes, D * load16(s.u + j * kLanes));
+  const bool dt_non_negative =
+      in.softplus || std::all_of(s.dt, s.dt + n_values, [](float v) { return v >= 0.f; });
+  const int64_t token0 = reverse ? L - 1 - first_step : first_step;
+  if (tile.A_non_positive && dt_non_negative)
+    lane_chunk_scan<kN, true>(N, len, s.dt, s.du, s.y, tile.A2.data(), tile.Bt, tile.Ct, token0,
+                              reverse ? -1 : 1, tile.h.data(), s.y);
+  else
+    lane_chunk_scan<kN, false>(N, len, s.dt, s.du, s.y, tile.A2.data(), tile.Bt, tile.Ct, token0,
+                               reverse ? -1 : 1, tile.h.data(), s.y);
+  if (in.has_z) {
+    gather_lanes(in.z, b, first, first_step, len, L, reverse, s.z);
+    for (int64_t i = 0; i < n_values; ++i) s.y[i] *= s.z[i] * sigmoid(s.z[i]);
+  }
+  const auto token = [&](int64_t j) { return reverse ? L - 1 - (first_step + j) : first_step + j; };
+  if (out.channel_stride == 1) {
+    for (int64_t j = 0; j < len; ++j) {
+      scalar_t* dst = out.row(b, first) + token(j) * out.token_stride;
+      for (int64_t r = 0; r < kLanes; ++r) dst[r] = static_cast<scalar_t>(s.y[j * kLanes + r]);
     }
-    gather_lanes(in.u, b, first, first_step, len, L, reverse, u);
-    gather_lanes(in.delta, b, first, first_step, len, L, reverse, dt);
-    if (in.bias) {
-      for (int64_t i = 0; i < n_values; ++i) dt[i] += in.bias[first + i % kLanes];
-    }
-    if (in.softplus) {
-      for (int64_t i = 0; i < n_values; ++i) dt[i] = softplus(dt[i]);
-    }
-    for (int64_t i = 0; i < n_values; ++i) du[i] = dt[i] * u[i];
-    // y starts as D u; the scan adds <C, h>.
-    for (int64_t i = 0; i < n_values; ++i) y[i] = in.D ? in.D[first + i % kLanes] * u[i] : 0.f;
-    const int64_t token0 = reverse ? L - 1 - first_step : first_step;
-    const bool dt_non_negative =
-        in.softplus || std::all_of(dt, dt + n_values, [](float v) { return v >= 0.f; });
-    if (A_non_positive && dt_non_negative)
-      lane_chunk_scan<kN, true>(N, len, dt, du, y, A2.data(), Bt, Ct, token0, reverse ? -1 : 1,
-                                h.data(), y);
-    else
-      lane_chunk_scan<kN, false>(N, len, dt, du, y, A2.data(), Bt, Ct, token0, reverse ? -1 : 1,
-                                 h.data(), y);
-    if (in.has_z) {
-      gather_lanes(in.z, b, first, first_step, len, L, reverse, z);
-      for (int64_t i = 0; i < n_values; ++i) y[i] *= z[i] * sigmoid(z[i]);
-    }
-    const auto token = [&](int64_t j) { return reverse ? L - 1 - (first_step + j) : first_step + j; };
-    if (out.channel_stride == 1) {
-      for (int64_t j = 0; j < len; ++j) {
-        scalar_t* dst = out.row(b, first) + token(j) * out.token_stride;
-        for (int64_t r = 0; r < kLanes; ++r) dst[r] = static_cast<scalar_t>(y[j * kLanes + r]);
-      }
-    } else {
-      for (int64_t r = 0; r < kLanes; ++r) {
-        scalar_t* out_row = out.row(b, first + r);
-        for (int64_t j = 0; j < len; ++j)
-          out_row[token(j) * out.token_stride] = static_cast<scalar_t>(y[j * kLanes + r]);
-      }
+  } else {
+    for (int64_t r = 0; r < kLanes; ++r) {
+      scalar_t* out_row = out.row(b, first + r);
+      for (int64_t j = 0; j < len; ++j)
+        out_row[token(j) * out.token_stride] = static_cast<scalar_t>(s.y[j * kLanes + r]);
     }
   }
 }
@@ -535,31 +560,54 @@ ScanInputs<scalar_t, acc_t> make_inputs(const at::Tensor& u, const at::Tensor& d
 // and its B, C chunk stays in L1 while every row of the tile uses it.
 constexpr int64_t kTile = 16;
 
+// Lane tiles go through the sequence side by side, kTilesPerTask of them
+// chunk by chunk: a channel-last input's token is then read as one run of
+// kTilesPerTask * 64 bytes rather than 64 bytes per page-sized stride, which
+// left the forward waiting on memory.
+constexpr int64_t kTilesPerTask = 4;
+
 template <typename scalar_t, typename acc_t, int kN>
 void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>& out,
                  acc_t* states) {
   static_assert(kTile == kLanes, "forward tiles are lane tiles");
   const int64_t N = in.n_state;
   const int64_t tiles = (in.channels + kTile - 1) / kTile;
-  at::parallel_for(0, in.batch * tiles, 1, [&](int64_t begin, int64_t end) {
+  const int64_t blocks = (tiles + kTilesPerTask - 1) / kTilesPerTask;
+  at::parallel_for(0, in.batch * blocks, 1, [&](int64_t begin, int64_t end) {
     ChunkScalars<acc_t> scalars;
     std::vector<acc_t> h(kTile * N), A2(kTile * N);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / tiles;
-      const int64_t first = (task % tiles) * kTile;
-      const int64_t rows = std::min(kTile, in.channels - first);
+      const int64_t b = task / blocks;
+      const int64_t first_tile = (task % blocks) * kTilesPerTask;
+      const int64_t end_tile = std::min(tiles, first_tile + kTilesPerTask);
+      std::vector<int64_t> row_tiles;
       if constexpr (std::is_same<acc_t, float>::value) {
-        if (lane_tile(in, first)) {
-          forward_tile_lanes<scalar_t, kN>(in, b, first, out, states);
-          continue;
+        std::vector<LaneTile> lanes;
+        for (int64_t tile = first_tile; tile < end_tile; ++tile) {
+          if (lane_tile(in, tile * kTile))
+            lanes.push_back(make_lane_tile(in, b, tile * kTile));
+          else
+            row_tiles.push_back(tile);
         }
+        if (!lanes.empty()) {
+          auto scratch = std::make_unique<LaneScratch>();
+          for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
+            for (auto& lane : lanes)
+              forward_lane_chunk<scalar_t, kN>(in, b, chunk, lane, out, states, *scratch);
+        }
+      } else {
+        for (int64_t tile = first_tile; tile < end_tile; ++tile) row_tiles.push_back(tile);
       }
-      std::fill(h.begin(), h.end(), acc_t(0));
-      for (int64_t i = 0; i < rows * N; ++i) A2[i] = in.A[first * N + i] * acc_t(kLog2e);
-      for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
-        for (int64_t r = 0; r < rows; ++r)
-          forward_chunk<scalar_t, acc_t, kN>(in, b, first + r, chunk, h.data() + r * N,
-                                             A2.data() + r * N, out, states, scalars);
+      for (const int64_t tile : row_tiles) {
+        const int64_t first = tile * kTile;
+        const int64_t rows = std::min(kTile, in.channels - first);
+        std::fill(h.begin(), h.end(), acc_t(0));
+        for (int64_t i = 0; i < rows * N; ++i) A2[i] = in.A[first * N + i] * acc_t(kLog2e);
+        for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
+          for (int64_t r = 0; r < rows; ++r)
+            forward_chunk<scalar_t, acc_t, kN>(in, b, first + r, chunk, h.data() + r * N,
+                                               A2.data() + r * N, out, states, scalars);
+      }
     }
   });
 }
