@@ -174,9 +174,11 @@ def test_strided_and_channels_last_inputs():
 
 @needs_cpu_ops
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-def test_half_inputs_keep_a_float32_state(dtype):
+@pytest.mark.parametrize('channels', [4, 32])  # rows; lane tiles
+def test_half_inputs_keep_a_float32_state(dtype, channels):
     inputs = {k: None if v is None else v.to(dtype)
-              for k, v in make_inputs(length=300, groups=2).items()}
+              for k, v in make_inputs(channels=channels, length=300,
+                                      groups=2).items()}
     out, grads = run('cpu', inputs, True)
     assert out.dtype == dtype and all(g.dtype == dtype for g in grads.values())
     # The same rounded inputs through the loop in float32.

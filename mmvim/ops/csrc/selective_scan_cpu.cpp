@@ -3,11 +3,14 @@
 //
 // Per (batch, channel) row the state h (d_state floats) is updated token by
 // token:  h_t = exp(dt_t A) * h_{t-1} + dt_t u_t B_t,  y_t = <C_t, h_t> + D u_t,
-// gated by silu(z_t). Rows are independent: they are spread over threads, and
-// inside a row the state update is vectorised over d_state (the loops over n
-// below are written for the compiler's auto-vectoriser: built with -O3 and the
-// installing machine's instruction set, they become AVX-512, AVX2 or NEON code).
-// The per-token scalars (softplus, the silu gate) are computed for a chunk of
+// gated by silu(z_t). Rows are independent: they are spread over threads in
+// tiles of 16 adjacent channels. The forward in float runs a tile's 16
+// channels in the 16 lanes of a vector (each token's B_n, C_n broadcast, the
+// readout summed in lanes); tiles that straddle a direction or group, and
+// float64, take the row path, vectorised over d_state, as does the backward.
+// The vector code is written with GCC/Clang vector types: built with -O3 and
+// the installing machine's instruction set it becomes AVX-512, AVX2 or NEON.
+// Per-token scalars (softplus, the silu gate) are computed for a chunk of
 // tokens at a time, vectorised over the tokens.
 //
 // Rows from `reverse_from` on scan from the last token to the first: the index
