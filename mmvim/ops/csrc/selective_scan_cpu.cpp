@@ -4,8 +4,8 @@
 // Per (batch, channel) row the state h (d_state floats) is updated token by
 // token:  h_t = exp(dt_t A) * h_{t-1} + dt_t u_t B_t,  y_t = <C_t, h_t> + D u_t,
 // gated by silu(z_t). Rows are independent: they are spread over threads in
-// tiles of 16 adjacent channels. The forward in float runs a tile's 16
-// channels in the 16 lanes of a vector (each token's B_n, C_n broadcast, the
+// tiles of adjacent channels. The forward in float runs a tile's channels
+// in the lanes of one vector register (each token's B_n, C_n broadcast, the
 // readout summed in lanes); tiles that straddle a direction or group, and
 // float64, take the row path, vectorised over d_state, as does the backward.
 // The vector code is written with GCC/Clang vector types: built with -O3 and
@@ -56,37 +56,49 @@ typedef float Float4 __attribute__((vector_size(16)));
 
 typedef int32_t Int16 __attribute__((vector_size(64)));
 
-// Math<float>::exp2 on 16 lanes: the same clamp, rounding to nearest even,
-// polynomial and power of two, so both give the same bits. AVX-512 has an
-// instruction each for the rounding and the scaling by 2^k.
-// kNonPositive: the caller knows x <= 0 (dt >= 0, A <= 0, as in every
-// Mamba layer), so the upper clamp is skipped; it never applies there.
-template <bool kNonPositive = false>
-inline Float16 exp2_16(Float16 x) {
-  const Float16 low = Float16{} - 115.f, high = Float16{} + 126.f;
+// Math<float>::exp2 on a vector of floats V (I: its int32 twin): the same
+// clamp, rounding to nearest even, polynomial and power of two, so both give
+// the same bits. AVX-512 has an instruction each for the rounding and the
+// scaling by 2^k. kNonPositive: the caller knows x <= 0 (dt >= 0, A <= 0, as
+// in every Mamba layer), so the upper clamp, which never applies there, is
+// skipped.
+template <typename V, typename I, bool kNonPositive = false>
+inline V exp2_vec(V x) {
+  const V low = V{} - 115.f, high = V{} + 126.f;
   x = x < low ? low : x;
   if constexpr (!kNonPositive) x = x > high ? high : x;
 #ifdef __AVX512F__
-  const Float16 k = (Float16)_mm512_maskz_roundscale_ps(0xffff, (__m512)x, _MM_FROUND_TO_NEAREST_INT);
+  constexpr bool kAvx512 = sizeof(V) == 64;
 #else
-  const Float16 k = (x + 12582912.f) - 12582912.f;  // 1.5 * 2^23: exact for |x| < 2^22
+  constexpr bool kAvx512 = false;
 #endif
-  const Float16 f = x - k;
-  Float16 p = f * 1.53375851e-04f + 1.33998699e-03f;
+  V k;
+  if constexpr (kAvx512) {
+#ifdef __AVX512F__
+    k = (V)_mm512_maskz_roundscale_ps(0xffff, (__m512)x, _MM_FROUND_TO_NEAREST_INT);
+#endif
+  } else {
+    k = (x + 12582912.f) - 12582912.f;  // 1.5 * 2^23: exact for |x| < 2^22
+  }
+  const V f = x - k;
+  V p = f * 1.53375851e-04f + 1.33998699e-03f;
   p = p * f + 9.61851959e-03f;
   p = p * f + 5.55032897e-02f;
   p = p * f + 2.40226466e-01f;
   p = p * f + 6.93147206e-01f;
   p = p * f + 1.0f;
+  if constexpr (kAvx512) {
 #ifdef __AVX512F__
-  return (Float16)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)k);
-#else
-  const Int16 bits = (__builtin_convertvector(k, Int16) + 127) << 23;
-  Float16 scale;
+    return (V)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)k);
+#endif
+  }
+  const I bits = (__builtin_convertvector(k, I) + 127) << 23;
+  V scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
-#endif
 }
+
+inline Float16 exp2_16(Float16 x) { return exp2_vec<Float16, Int16>(x); }
 
 inline Float16 load16(const float* p) {
   Float16 v;
@@ -282,12 +294,33 @@ void forward_chunk(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, 
 }
 
 // The forward of a tile of kLanes channels side by side, one channel per
-// lane of a Float16: the state is N vectors (in registers for N = 16), each
+// lane of a vector: the state is N vectors (in registers for N = 16), each
 // token's B_n and C_n are broadcast to every lane, and the readout
 // accumulates in lanes, so there is no sum across a vector. It takes float
 // compute (fp32/bf16/fp16 inputs) and tiles that scan one way and read one
 // group of B and C; other tiles take the row path.
+//
+// A lane vector is one register of the build target: 16 floats with
+// AVX-512, 8 with AVX2, 4 otherwise (SSE, NEON), so that a d_state-16 state
+// fits the register file (16 lanes on AVX2 took twice its registers and ran
+// 5x slower than 8).
+#if defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
+#elif defined(__AVX__)
+constexpr int64_t kLanes = 8;
+#else
+constexpr int64_t kLanes = 4;
+#endif
+typedef float LaneFloats __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t LaneInts __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline LaneFloats load_lanes(const float* p) {
+  LaneFloats v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store_lanes(float* p, LaneFloats v) { std::memcpy(p, &v, sizeof(v)); }
 
 // The values of one (b, d, l) input for kLanes rows and a chunk of tokens,
 // lane-interleaved: dst[j * kLanes + r] is row first + r at step first_step + j.
@@ -302,7 +335,7 @@ void gather_lanes(const Rows<scalar_t>& rows, int64_t b, int64_t first, int64_t 
     for (int64_t j = 0; j < len; ++j) {  // channel-last: one token's lanes are adjacent
       const scalar_t* src = base + token(j) * rows.token_stride;
       if constexpr (std::is_same<scalar_t, float>::value) {
-        store16(dst + j * kLanes, load16(src));
+        store_lanes(dst + j * kLanes, load_lanes(src));
       } else {
         for (int64_t r = 0; r < kLanes; ++r) dst[j * kLanes + r] = static_cast<float>(src[r]);
       }
@@ -322,38 +355,38 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
                             const float* Du, const float* A2, const float* Bt, const float* Ct,
                             int64_t token0, int64_t token_step, float* h, float* y) {
   if constexpr (kN > 0) {
-    Float16 hv[kN], a2v[kN];
+    LaneFloats hv[kN], a2v[kN];
     for (int n = 0; n < kN; ++n) {
-      hv[n] = load16(h + n * kLanes);
-      a2v[n] = load16(A2 + n * kLanes);
+      hv[n] = load_lanes(h + n * kLanes);
+      a2v[n] = load_lanes(A2 + n * kLanes);
     }
     for (int64_t j = 0; j < len; ++j) {
       const float* B = Bt + (token0 + j * token_step) * kN;
       const float* C = Ct + (token0 + j * token_step) * kN;
-      const Float16 dtv = load16(dt + j * kLanes), duv = load16(du + j * kLanes);
-      Float16 acc = load16(Du + j * kLanes);
+      const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
+      LaneFloats acc = load_lanes(Du + j * kLanes);
 #pragma GCC unroll 16
       for (int n = 0; n < kN; ++n) {
-        hv[n] = exp2_16<kNonPositive>(dtv * a2v[n]) * hv[n] + duv * B[n];
+        hv[n] = exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]) * hv[n] + duv * B[n];
         acc += hv[n] * C[n];
       }
-      store16(y + j * kLanes, acc);
+      store_lanes(y + j * kLanes, acc);
     }
-    for (int n = 0; n < kN; ++n) store16(h + n * kLanes, hv[n]);
+    for (int n = 0; n < kN; ++n) store_lanes(h + n * kLanes, hv[n]);
   } else {
     for (int64_t j = 0; j < len; ++j) {
       const float* B = Bt + (token0 + j * token_step) * N;
       const float* C = Ct + (token0 + j * token_step) * N;
-      const Float16 dtv = load16(dt + j * kLanes), duv = load16(du + j * kLanes);
-      Float16 acc = load16(Du + j * kLanes);
+      const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
+      LaneFloats acc = load_lanes(Du + j * kLanes);
       for (int64_t n = 0; n < N; ++n) {
-        const Float16 state =
-            exp2_16<kNonPositive>(dtv * load16(A2 + n * kLanes)) * load16(h + n * kLanes) +
+        const LaneFloats state =
+            exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * load_lanes(A2 + n * kLanes)) * load_lanes(h + n * kLanes) +
             duv * B[n];
-        store16(h + n * kLanes, state);
+        store_lanes(h + n * kLanes, state);
         acc += state * C[n];
       }
-      store16(y + j * kLanes, acc);
+      store_lanes(y + j * kLanes, acc);
     }
   }
 }
@@ -404,16 +437,16 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   gather_lanes(in.u, b, first, first_step, len, L, reverse, s.u);
   gather_lanes(in.delta, b, first, first_step, len, L, reverse, s.dt);
   if (in.bias) {
-    const Float16 bias = load16(in.bias + first);
-    for (int64_t j = 0; j < len; ++j) store16(s.dt + j * kLanes, load16(s.dt + j * kLanes) + bias);
+    const LaneFloats bias = load_lanes(in.bias + first);
+    for (int64_t j = 0; j < len; ++j) store_lanes(s.dt + j * kLanes, load_lanes(s.dt + j * kLanes) + bias);
   }
   if (in.softplus) {
     for (int64_t i = 0; i < n_values; ++i) s.dt[i] = softplus(s.dt[i]);
   }
   for (int64_t i = 0; i < n_values; ++i) s.du[i] = s.dt[i] * s.u[i];
   // y starts as D u; the scan adds <C, h>.
-  const Float16 D = in.D ? load16(in.D + first) : Float16{};
-  for (int64_t j = 0; j < len; ++j) store16(s.y + j * kLanes, D * load16(s.u + j * kLanes));
+  const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
+  for (int64_t j = 0; j < len; ++j) store_lanes(s.y + j * kLanes, D * load_lanes(s.u + j * kLanes));
   const bool dt_non_negative =
       in.softplus || std::all_of(s.dt, s.dt + n_values, [](float v) { return v >= 0.f; });
   const int64_t token0 = reverse ? L - 1 - first_step : first_step;
@@ -561,18 +594,17 @@ ScanInputs<scalar_t, acc_t> make_inputs(const at::Tensor& u, const at::Tensor& d
 // Rows go through the chunks in tiles of kTile adjacent channels: the tile's
 // reads of channel-last inputs (the mixer's delta and z) share cache lines,
 // and its B, C chunk stays in L1 while every row of the tile uses it.
-constexpr int64_t kTile = 16;
+constexpr int64_t kTile = kLanes;
 
-// Lane tiles go through the sequence side by side, kTilesPerTask of them
+// Lane tiles go through the sequence side by side, 64 channels of them
 // chunk by chunk: a channel-last input's token is then read as one run of
-// kTilesPerTask * 64 bytes rather than 64 bytes per page-sized stride, which
-// left the forward waiting on memory.
-constexpr int64_t kTilesPerTask = 4;
+// 256 bytes rather than a tile's 16 to 64 bytes per page-sized stride,
+// which left the forward waiting on memory.
+constexpr int64_t kTilesPerTask = 64 / kLanes;
 
 template <typename scalar_t, typename acc_t, int kN>
 void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>& out,
                  acc_t* states) {
-  static_assert(kTile == kLanes, "forward tiles are lane tiles");
   const int64_t N = in.n_state;
   const int64_t tiles = (in.channels + kTile - 1) / kTile;
   const int64_t blocks = (tiles + kTilesPerTask - 1) / kTilesPerTask;
