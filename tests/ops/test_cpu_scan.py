@@ -304,10 +304,14 @@ def test_conv_matches_the_portable_conv(reverse, length, channels, layout):
 
 
 @needs_cpu_ops
-def test_conv_gradcheck_float64():
+@pytest.mark.parametrize('layout', ['contiguous', 'channel_last'])
+def test_conv_gradcheck_float64(layout):
     gen = torch.Generator().manual_seed(0)
     leaves = [torch.randn(*shape, generator=gen, dtype=torch.float64)
-              .requires_grad_() for shape in ((1, 3, 7), (3, 4), (3, ))]
+              for shape in ((1, 3, 7), (3, 4), (3, ))]
+    if layout == 'channel_last':
+        leaves[0] = channel_last(leaves[0])
+    leaves = [leaf.requires_grad_() for leaf in leaves]
     with ops.use_backend('cpu'):
         for reverse in (False, True):
             assert torch.autograd.gradcheck(

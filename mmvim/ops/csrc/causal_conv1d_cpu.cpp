@@ -9,7 +9,8 @@
 // shapes, behind a padded copy of x. A channel-last x (the mixer's, a view of
 // in_proj's output) takes a path of its own in the forward: blocks of
 // adjacent channels, vectorised over them, and a channel-last output, the
-// layout the scan reads and x_proj multiplies without a copy.
+// layout the scan reads and x_proj multiplies without a copy; its backward
+// likewise, with grad_x channel-last.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -67,14 +68,14 @@ ConvRows<scalar_t, acc_t> make_rows(const at::Tensor& x, const at::Tensor& weigh
 constexpr int64_t kRowsPerTask = 16;
 constexpr int64_t kChannelBlock = 64;
 
-// One token of the channel-last forward for kWidth (or, if 0, nc)
-// adjacent channels: with a compile-time width the sums stay in registers.
+// The pre-activation of one token of a channel-last x for kWidth (or, if
+// 0, nc) adjacent channels: with a compile-time width the sums stay in
+// registers until the caller reads them.
 template <int kWidth, typename scalar_t, typename acc_t>
-inline void channel_last_token(const ConvRows<scalar_t, acc_t>& rows, int64_t nc,
-                               const acc_t* weight_t, const acc_t* bias, const scalar_t* x,
-                               int64_t t, scalar_t* dst) {
+inline void channel_last_pre(const ConvRows<scalar_t, acc_t>& rows, int64_t nc,
+                             const acc_t* weight_t, const acc_t* bias, const scalar_t* x,
+                             int64_t t, acc_t* pre) {
   const int64_t n = kWidth ? kWidth : nc, L = rows.length, K = rows.width;
-  acc_t pre[kWidth ? kWidth : kChannelBlock];
   for (int64_t c = 0; c < n; ++c) pre[c] = bias ? bias[c] : acc_t(0);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t src_t = rows.reverse ? t + (K - 1) - k : t - (K - 1) + k;
@@ -83,7 +84,25 @@ inline void channel_last_token(const ConvRows<scalar_t, acc_t>& rows, int64_t nc
     const acc_t* __restrict w = weight_t + k * kChannelBlock;
     for (int64_t c = 0; c < n; ++c) pre[c] += w[c] * static_cast<acc_t>(src[c]);
   }
+}
+
+template <int kWidth, typename scalar_t, typename acc_t>
+inline void channel_last_token(const ConvRows<scalar_t, acc_t>& rows, int64_t nc,
+                               const acc_t* weight_t, const acc_t* bias, const scalar_t* x,
+                               int64_t t, scalar_t* dst) {
+  const int64_t n = kWidth ? kWidth : nc;
+  acc_t pre[kWidth ? kWidth : kChannelBlock];
+  channel_last_pre<kWidth>(rows, nc, weight_t, bias, x, t, pre);
   for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<scalar_t>(pre[c] * sigmoid(pre[c]));
+}
+
+// A block's weights tap-major: weight_t[k * kChannelBlock + c].
+template <typename scalar_t, typename acc_t>
+void transpose_block_weights(const ConvRows<scalar_t, acc_t>& rows, int64_t c0, int64_t nc,
+                             acc_t* weight_t) {
+  const int64_t K = rows.width;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < nc; ++c) weight_t[k * kChannelBlock + c] = rows.weight[(c0 + c) * K + k];
 }
 
 // The forward for a channel-last x into a channel-last out, kChannelBlock
@@ -97,9 +116,7 @@ void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch, 
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks, c0 = (task % blocks) * kChannelBlock;
       const int64_t nc = std::min(kChannelBlock, d - c0);
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t c = 0; c < nc; ++c)
-          weight_t[k * kChannelBlock + c] = rows.weight[(c0 + c) * K + k];
+      transpose_block_weights(rows, c0, nc, weight_t.data());
       const acc_t* bias = rows.bias ? rows.bias + c0 : nullptr;
       const scalar_t* x = rows.x + b * rows.batch_stride + c0;
       scalar_t* dst = out + b * L * d + c0;
@@ -108,6 +125,73 @@ void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch, 
           channel_last_token<kChannelBlock>(rows, nc, weight_t.data(), bias, x, t, dst + t * d);
         else
           channel_last_token<0>(rows, nc, weight_t.data(), bias, x, t, dst + t * d);
+      }
+    }
+  });
+}
+
+// The backward for a channel-last x: per block of kChannelBlock channels,
+// one pass over the tokens for the gradients of the pre-activation, the
+// weights and the bias (summed over the tokens in order, as the row path
+// does), then one for grad_x, channel-last like x.
+template <typename scalar_t, typename acc_t>
+void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
+                           const ConvRows<scalar_t, acc_t>& grads, int64_t batch,
+                           scalar_t* grad_x, acc_t* grad_w, acc_t* grad_b) {
+  const int64_t d = rows.channels, L = rows.length, K = rows.width;
+  const int64_t blocks = (d + kChannelBlock - 1) / kChannelBlock;
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> weight_t(K * kChannelBlock), grad_pre(L * kChannelBlock),
+        weight_sums(K * kChannelBlock), bias_sums(kChannelBlock);
+    acc_t pre[kChannelBlock], grad_in[kChannelBlock];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks, c0 = (task % blocks) * kChannelBlock;
+      const int64_t nc = std::min(kChannelBlock, d - c0);
+      transpose_block_weights(rows, c0, nc, weight_t.data());
+      std::fill(weight_sums.begin(), weight_sums.end(), acc_t(0));
+      std::fill(bias_sums.begin(), bias_sums.end(), acc_t(0));
+      const acc_t* bias = rows.bias ? rows.bias + c0 : nullptr;
+      const scalar_t* x = rows.x + b * rows.batch_stride + c0;
+      const scalar_t* g = grads.x + b * grads.batch_stride + c0 * grads.channel_stride;
+      for (int64_t t = 0; t < L; ++t) {
+        if (nc == kChannelBlock)
+          channel_last_pre<kChannelBlock>(rows, nc, weight_t.data(), bias, x, t, pre);
+        else
+          channel_last_pre<0>(rows, nc, weight_t.data(), bias, x, t, pre);
+        const scalar_t* g_t = g + t * grads.token_stride;
+        acc_t* __restrict gp = grad_pre.data() + t * kChannelBlock;
+        for (int64_t c = 0; c < nc; ++c) {
+          const acc_t sig = sigmoid(pre[c]);
+          gp[c] = static_cast<acc_t>(g_t[c * grads.channel_stride]) * sig *
+                  (acc_t(1) + pre[c] * (acc_t(1) - sig));
+          bias_sums[c] += gp[c];
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t src_t = rows.reverse ? t + (K - 1) - k : t - (K - 1) + k;
+          if (src_t < 0 || src_t >= L) continue;
+          const scalar_t* __restrict src = x + src_t * rows.token_stride;
+          acc_t* __restrict sums = weight_sums.data() + k * kChannelBlock;
+          for (int64_t c = 0; c < nc; ++c) sums[c] += gp[c] * static_cast<acc_t>(src[c]);
+        }
+      }
+      // x at token s fed output t through tap k where s = t - (K-1) + k
+      // (reverse: s = t + (K-1) - k).
+      for (int64_t s = 0; s < L; ++s) {
+        for (int64_t c = 0; c < nc; ++c) grad_in[c] = acc_t(0);
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t t = rows.reverse ? s - (K - 1) + k : s + (K - 1) - k;
+          if (t < 0 || t >= L) continue;
+          const acc_t* __restrict gp = grad_pre.data() + t * kChannelBlock;
+          const acc_t* __restrict w = weight_t.data() + k * kChannelBlock;
+          for (int64_t c = 0; c < nc; ++c) grad_in[c] += w[c] * gp[c];
+        }
+        scalar_t* dst = grad_x + (b * L + s) * d + c0;
+        for (int64_t c = 0; c < nc; ++c) dst[c] = static_cast<scalar_t>(grad_in[c]);
+      }
+      for (int64_t c = 0; c < nc; ++c) {
+        grad_b[b * d + c0 + c] = bias_sums[c];
+        for (int64_t k = 0; k < K; ++k)
+          grad_w[(b * d + c0 + c) * K + k] = weight_sums[k * kChannelBlock + c];
       }
     }
   });
@@ -154,7 +238,12 @@ std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const a
                                                     bool reverse, const at::Tensor& grad_out) {
   TORCH_CHECK(x.device().is_cpu(), "mmvim cpu conv: x must be a CPU tensor");
   const int64_t batch = x.size(0), channels = x.size(1), width = weight.size(1);
-  auto grad_x = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t length = x.size(2);
+  const bool channel_last = x.stride(1) == 1 && channels > 1;
+  auto grad_x = channel_last
+                    ? at::empty_strided({batch, channels, length},
+                                        {length * channels, 1, channels}, x.options())
+                    : at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   auto grad_weight = at::empty({batch, channels, width}, weight.options());
   auto grad_bias = at::empty({batch, channels}, weight.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mmvim_conv_bwd", [&] {
@@ -164,6 +253,10 @@ std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const a
     scalar_t* grad_x_data = grad_x.data_ptr<scalar_t>();
     acc_t* grad_w_data = grad_weight.data_ptr<acc_t>();
     acc_t* grad_b_data = grad_bias.data_ptr<acc_t>();
+    if (channel_last) {
+      backward_channel_last(rows, grads, batch, grad_x_data, grad_w_data, grad_b_data);
+      return;
+    }
     const int64_t L = rows.length, K = width;
     at::parallel_for(0, batch * channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> padded(L + 2 * (K - 1)), pre(L), grad_pre(L), grad_padded(L + 2 * (K - 1));
