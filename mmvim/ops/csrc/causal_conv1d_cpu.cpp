@@ -15,6 +15,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "cpu_layout.h"
 #include "cpu_math.h"
 
 #include <algorithm>
@@ -43,6 +44,10 @@ struct ConvRows {
     std::fill(padded + width - 1 + length, padded + 2 * (width - 1) + length, acc_t(0));
   }
   int64_t offset(int64_t k) const { return reverse ? 2 * (width - 1) - k : k; }
+  // The token tap k of output t reads (outside [0, length): zero padding).
+  int64_t source(int64_t t, int64_t k) const {
+    return reverse ? t + (width - 1) - k : t - (width - 1) + k;
+  }
 
   void pre_activation(int64_t c, const acc_t* padded, acc_t* pre) const {
     const acc_t b = bias ? bias[c] : acc_t(0);
@@ -78,7 +83,7 @@ inline void channel_last_pre(const ConvRows<scalar_t, acc_t>& rows, int64_t nc,
   const int64_t n = kWidth ? kWidth : nc, L = rows.length, K = rows.width;
   for (int64_t c = 0; c < n; ++c) pre[c] = bias ? bias[c] : acc_t(0);
   for (int64_t k = 0; k < K; ++k) {
-    const int64_t src_t = rows.reverse ? t + (K - 1) - k : t - (K - 1) + k;
+    const int64_t src_t = rows.source(t, k);
     if (src_t < 0 || src_t >= L) continue;
     const scalar_t* __restrict src = x + src_t * rows.token_stride;
     const acc_t* __restrict w = weight_t + k * kChannelBlock;
@@ -102,7 +107,8 @@ void transpose_block_weights(const ConvRows<scalar_t, acc_t>& rows, int64_t c0, 
                              acc_t* weight_t) {
   const int64_t K = rows.width;
   for (int64_t k = 0; k < K; ++k)
-    for (int64_t c = 0; c < nc; ++c) weight_t[k * kChannelBlock + c] = rows.weight[(c0 + c) * K + k];
+    for (int64_t c = 0; c < nc; ++c)
+      weight_t[k * kChannelBlock + c] = rows.weight[(c0 + c) * K + k];
 }
 
 // The forward for a channel-last x into a channel-last out, kChannelBlock
@@ -167,7 +173,7 @@ void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
           bias_sums[c] += gp[c];
         }
         for (int64_t k = 0; k < K; ++k) {
-          const int64_t src_t = rows.reverse ? t + (K - 1) - k : t - (K - 1) + k;
+          const int64_t src_t = rows.source(t, k);
           if (src_t < 0 || src_t >= L) continue;
           const scalar_t* __restrict src = x + src_t * rows.token_stride;
           acc_t* __restrict sums = weight_sums.data() + k * kChannelBlock;
@@ -202,18 +208,14 @@ void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
 at::Tensor causal_conv1d_silu_forward(const at::Tensor& x, const at::Tensor& weight,
                                       const c10::optional<at::Tensor>& bias, bool reverse) {
   TORCH_CHECK(x.device().is_cpu(), "mmvim cpu conv: x must be a CPU tensor");
-  const int64_t batch = x.size(0), channels = x.size(1), length = x.size(2);
-  const bool channel_last = x.stride(1) == 1 && channels > 1;
-  auto out = channel_last
-                 ? at::empty_strided({batch, channels, length}, {length * channels, 1, channels},
-                                     x.options())
-                 : at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  const bool channel_last = is_channel_last(x);
+  auto out = empty_in_layout_of(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mmvim_conv_fwd", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     const auto rows = make_rows<scalar_t, acc_t>(x, weight, bias, reverse);
     scalar_t* out_data = out.data_ptr<scalar_t>();
     if (channel_last) {
-      forward_channel_last(rows, batch, out_data);
+      forward_channel_last(rows, x.size(0), out_data);
       return;
     }
     at::parallel_for(0, x.size(0) * rows.channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
@@ -238,12 +240,8 @@ std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const a
                                                     bool reverse, const at::Tensor& grad_out) {
   TORCH_CHECK(x.device().is_cpu(), "mmvim cpu conv: x must be a CPU tensor");
   const int64_t batch = x.size(0), channels = x.size(1), width = weight.size(1);
-  const int64_t length = x.size(2);
-  const bool channel_last = x.stride(1) == 1 && channels > 1;
-  auto grad_x = channel_last
-                    ? at::empty_strided({batch, channels, length},
-                                        {length * channels, 1, channels}, x.options())
-                    : at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  const bool channel_last = is_channel_last(x);
+  auto grad_x = empty_in_layout_of(x);
   auto grad_weight = at::empty({batch, channels, width}, weight.options());
   auto grad_bias = at::empty({batch, channels}, weight.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mmvim_conv_bwd", [&] {

@@ -26,6 +26,7 @@
 #include <immintrin.h>
 #endif
 
+#include "cpu_layout.h"
 #include "cpu_math.h"
 
 #include <algorithm>
@@ -325,12 +326,10 @@ inline void store_lanes(float* p, LaneFloats v) { std::memcpy(p, &v, sizeof(v));
 // The values of one (b, d, l) input for kLanes rows and a chunk of tokens,
 // lane-interleaved: dst[j * kLanes + r] is row first + r at step first_step + j.
 template <typename scalar_t>
-void gather_lanes(const Rows<scalar_t>& rows, int64_t b, int64_t first, int64_t first_step,
-                  int64_t len, int64_t length, bool reverse, float* dst) {
+void gather_lanes(const ScanInputs<scalar_t, float>& in, const Rows<scalar_t>& rows, int64_t b,
+                  int64_t first, int64_t first_step, int64_t len, float* dst) {
   const scalar_t* base = rows.row(b, first);
-  const auto token = [&](int64_t j) {
-    return reverse ? length - 1 - (first_step + j) : first_step + j;
-  };
+  const auto token = [&](int64_t j) { return in.token(first_step + j, first); };
   if (rows.channel_stride == 1 && rows.channels >= first % rows.channels + kLanes) {
     for (int64_t j = 0; j < len; ++j) {  // channel-last: one token's lanes are adjacent
       const scalar_t* src = base + token(j) * rows.token_stride;
@@ -380,9 +379,9 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
       const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
       LaneFloats acc = load_lanes(Du + j * kLanes);
       for (int64_t n = 0; n < N; ++n) {
-        const LaneFloats state =
-            exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * load_lanes(A2 + n * kLanes)) * load_lanes(h + n * kLanes) +
-            duv * B[n];
+        const LaneFloats decay =
+            exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * load_lanes(A2 + n * kLanes));
+        const LaneFloats state = decay * load_lanes(h + n * kLanes) + duv * B[n];
         store_lanes(h + n * kLanes, state);
         acc += state * C[n];
       }
@@ -427,18 +426,18 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   const int64_t first_step = chunk * kChunk;
   const int64_t len = std::min(kChunk, L - first_step);
   const int64_t n_values = len * kLanes;
-  const bool reverse = tile.reverse;
   if (states) {
     for (int64_t r = 0; r < kLanes; ++r)
       for (int64_t n = 0; n < N; ++n)
         states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n] =
             tile.h[n * kLanes + r];
   }
-  gather_lanes(in.u, b, first, first_step, len, L, reverse, s.u);
-  gather_lanes(in.delta, b, first, first_step, len, L, reverse, s.dt);
+  gather_lanes(in, in.u, b, first, first_step, len, s.u);
+  gather_lanes(in, in.delta, b, first, first_step, len, s.dt);
   if (in.bias) {
     const LaneFloats bias = load_lanes(in.bias + first);
-    for (int64_t j = 0; j < len; ++j) store_lanes(s.dt + j * kLanes, load_lanes(s.dt + j * kLanes) + bias);
+    for (int64_t j = 0; j < len; ++j)
+      store_lanes(s.dt + j * kLanes, load_lanes(s.dt + j * kLanes) + bias);
   }
   if (in.softplus) {
     for (int64_t i = 0; i < n_values; ++i) s.dt[i] = softplus(s.dt[i]);
@@ -446,21 +445,22 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   for (int64_t i = 0; i < n_values; ++i) s.du[i] = s.dt[i] * s.u[i];
   // y starts as D u; the scan adds <C, h>.
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
-  for (int64_t j = 0; j < len; ++j) store_lanes(s.y + j * kLanes, D * load_lanes(s.u + j * kLanes));
+  for (int64_t j = 0; j < len; ++j)
+    store_lanes(s.y + j * kLanes, D * load_lanes(s.u + j * kLanes));
   const bool dt_non_negative =
       in.softplus || std::all_of(s.dt, s.dt + n_values, [](float v) { return v >= 0.f; });
-  const int64_t token0 = reverse ? L - 1 - first_step : first_step;
+  const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
   if (tile.A_non_positive && dt_non_negative)
     lane_chunk_scan<kN, true>(N, len, s.dt, s.du, s.y, tile.A2.data(), tile.Bt, tile.Ct, token0,
-                              reverse ? -1 : 1, tile.h.data(), s.y);
+                              token_step, tile.h.data(), s.y);
   else
     lane_chunk_scan<kN, false>(N, len, s.dt, s.du, s.y, tile.A2.data(), tile.Bt, tile.Ct, token0,
-                               reverse ? -1 : 1, tile.h.data(), s.y);
+                               token_step, tile.h.data(), s.y);
   if (in.has_z) {
-    gather_lanes(in.z, b, first, first_step, len, L, reverse, s.z);
+    gather_lanes(in, in.z, b, first, first_step, len, s.z);
     for (int64_t i = 0; i < n_values; ++i) s.y[i] *= s.z[i] * sigmoid(s.z[i]);
   }
-  const auto token = [&](int64_t j) { return reverse ? L - 1 - (first_step + j) : first_step + j; };
+  const auto token = [&](int64_t j) { return in.token(first_step + j, first); };
   if (out.channel_stride == 1) {
     for (int64_t j = 0; j < len; ++j) {
       scalar_t* dst = out.row(b, first) + token(j) * out.token_stride;
@@ -611,6 +611,8 @@ void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>&
   at::parallel_for(0, in.batch * blocks, 1, [&](int64_t begin, int64_t end) {
     ChunkScalars<acc_t> scalars;
     std::vector<acc_t> h(kTile * N), A2(kTile * N);
+    const auto lane_scratch =
+        std::is_same<acc_t, float>::value ? std::make_unique<LaneScratch>() : nullptr;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks;
       const int64_t first_tile = (task % blocks) * kTilesPerTask;
@@ -624,12 +626,9 @@ void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>&
           else
             row_tiles.push_back(tile);
         }
-        if (!lanes.empty()) {
-          auto scratch = std::make_unique<LaneScratch>();
-          for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
-            for (auto& lane : lanes)
-              forward_lane_chunk<scalar_t, kN>(in, b, chunk, lane, out, states, *scratch);
-        }
+        for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
+          for (auto& lane : lanes)
+            forward_lane_chunk<scalar_t, kN>(in, b, chunk, lane, out, states, *lane_scratch);
       } else {
         for (int64_t tile = first_tile; tile < end_tile; ++tile) row_tiles.push_back(tile);
       }
@@ -710,11 +709,7 @@ std::vector<at::Tensor> selective_scan_forward(const at::Tensor& u, const at::Te
   check_cpu(u, "u");
   // y takes u's layout when u is channel-last (the mixer's): the sum of the
   // directions and out_proj then read it without a transpose.
-  const int64_t batch = u.size(0), channels = u.size(1), length = u.size(2);
-  auto out = u.stride(1) == 1 && channels > 1
-                 ? at::empty_strided({batch, channels, length}, {length * channels, 1, channels},
-                                     u.options())
-                 : at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
+  auto out = empty_in_layout_of(u);
   at::Tensor states;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "mmvim_scan_fwd", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
