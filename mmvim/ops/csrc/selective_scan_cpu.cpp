@@ -117,37 +117,31 @@ inline float tree_sum16(Float16 v) {
   return (four[0] + four[2]) + (four[1] + four[3]);
 }
 
-// A (batch, channels, length) tensor read through its strides.
-template <typename scalar_t>
-struct Rows {
-  const scalar_t* data = nullptr;
+// A (batch, channels, length) tensor accessed through its strides; T is
+// const for the inputs.
+template <typename T>
+struct StridedRows {
+  T* data = nullptr;
   int64_t batch_stride = 0, channel_stride = 0, token_stride = 0;
   int64_t channels = 0;  // z may have half the channels: row c reads c % channels
 
-  Rows() = default;
-  explicit Rows(const at::Tensor& t)
-      : data(t.data_ptr<scalar_t>()),
+  StridedRows() = default;
+  explicit StridedRows(const at::Tensor& t)
+      : data(t.data_ptr<std::remove_const_t<T>>()),
         batch_stride(t.stride(0)),
         channel_stride(t.stride(1)),
         token_stride(t.stride(2)),
         channels(t.size(1)) {}
-  const scalar_t* row(int64_t b, int64_t c) const {
+  T* row(int64_t b, int64_t c) const {
     return data + b * batch_stride + (c % channels) * channel_stride;
   }
 };
 
-// The output y (batch, channels, length), contiguous or channel-last.
 template <typename scalar_t>
-struct OutRows {
-  scalar_t* data;
-  int64_t batch_stride, channel_stride, token_stride;
-  explicit OutRows(at::Tensor& t)
-      : data(t.data_ptr<scalar_t>()),
-        batch_stride(t.stride(0)),
-        channel_stride(t.stride(1)),
-        token_stride(t.stride(2)) {}
-  scalar_t* row(int64_t b, int64_t c) const { return data + b * batch_stride + c * channel_stride; }
-};
+using Rows = StridedRows<const scalar_t>;
+// The output y, contiguous or channel-last.
+template <typename scalar_t>
+using OutRows = StridedRows<scalar_t>;
 
 template <typename scalar_t, typename acc_t>
 struct ScanInputs {
