@@ -14,6 +14,10 @@ from ..utils import load_checkpoint_state_dict
 
 # The input size all released Vim checkpoints were trained at (ImageNet).
 RELEASED_IMG_SIZE = (224, 224)
+# The entry of a VisionMamba's state-dict metadata (``_metadata``, kept by
+# torch.save and by mmengine's checkpoints) naming the patch grid its
+# pos_embed is for.
+GRID_METADATA_KEY = 'patch_grid'
 # Keys of a released classification checkpoint that no backbone has.
 CLASSIFIER_PREFIXES = ('head.', 'head_dist.')
 
@@ -35,32 +39,78 @@ def _require_positive(**values):
                              f'{value!r}.')
 
 
-def checkpoint_grid(model: 'VisionMamba', num_patches: int) -> Tuple[int, int]:
+def checkpoint_grid(model: 'VisionMamba', num_patches: int,
+                    stated: Optional[Dict] = None) -> Tuple[int, int]:
     """The patch grid a checkpoint's ``pos_embed`` of ``num_patches`` rows
     (class token excluded) was trained for.
 
-    Never guessed from the row count alone: with ``model.pretrain_img_size``
-    set it is that size's grid; otherwise this model's own grid (a file this
-    model saved) or the grid of the released models' 224x224 pre-training,
-    whichever has that many patches. Anything else is an error.
+    Never guessed from the row count alone. The file's own word comes
+    first (``stated``: the ``patch_grid`` mmvim writes into the state dict
+    of every VisionMamba, or the ``img_size`` of a released file's
+    ``args.input_size``); then ``model.pretrain_img_size``; otherwise this
+    model's own grid (a file this model saved) or the grid of the released
+    models' 224x224 pre-training, whichever alone has that many patches.
+    Two of them with that many patches (7x28 and 14x14 both have 196) or
+    none is an error naming ``pretrain_img_size``.
     """
+    stated = stated or {}
+    if stated.get(GRID_METADATA_KEY) is not None:
+        said = tuple(stated[GRID_METADATA_KEY])
+        source = 'the grid the file states'
+    elif stated.get('img_size') is not None:
+        said = model.grid_for(_pair(stated['img_size']))
+        source = 'the grid of the input size the file states'
+    else:
+        said = None
+    if said is not None:
+        if said[0] * said[1] != num_patches:
+            raise ValueError(
+                f'The checkpoint\'s pos_embed has {num_patches} patch rows '
+                f'but {source} is {said[0]}x{said[1]}: the file is damaged '
+                'or was saved with another patch size or stride.')
+        configured = (None if model.pretrain_img_size is None else
+                      model.grid_for(model.pretrain_img_size))
+        if configured not in (None, said):
+            raise ValueError(
+                f'pretrain_img_size {model.pretrain_img_size} gives a '
+                f'{configured[0]}x{configured[1]} grid but {source} is '
+                f'{said[0]}x{said[1]}: remove pretrain_img_size (the file '
+                'knows its grid) or fix it.')
+        return said
     if model.pretrain_img_size is not None:
         known = {'pretrain_img_size': model.pretrain_img_size}
     else:
         known = {'img_size': model.img_size,
                  'the released models\' size': RELEASED_IMG_SIZE}
-    for size in known.values():
-        grid = model.grid_for(size)
-        if grid[0] * grid[1] == num_patches:
-            return grid
-    options = ', '.join(
-        f'{model.grid_for(size)[0]}x{model.grid_for(size)[1]} for {name} '
-        f'{size[0]}x{size[1]}' for name, size in known.items())
+    described = {
+        name: (model.grid_for(size), f'{model.grid_for(size)[0]}x'
+               f'{model.grid_for(size)[1]} for {name} {size[0]}x{size[1]}')
+        for name, size in known.items()
+    }
+    fitting = {grid: text for grid, text in described.values()
+               if grid[0] * grid[1] == num_patches}
+    if len(fitting) == 1:
+        return next(iter(fitting))
+    if fitting:
+        raise ValueError(
+            f'The checkpoint\'s pos_embed has {num_patches} patch rows, '
+            f'which fits several grids ({", ".join(fitting.values())}) and '
+            'the file does not say which. Set the backbone\'s '
+            'pretrain_img_size to the input size the checkpoint was trained '
+            'at.')
+    options = ', '.join(text for _, text in described.values())
     raise ValueError(
         f'The checkpoint\'s pos_embed has {num_patches} patch rows, which '
         f'fits none of the known grids ({options}, patch '
         f'{model.patch_size}/{model.stride}). Set the backbone\'s '
         'pretrain_img_size to the input size the checkpoint was trained at.')
+
+
+def _state_patch_grid(module: 'VisionMamba', state_dict, prefix: str,
+                      local_metadata: dict) -> None:
+    """State-dict post-hook: every state dict of the backbone says which
+    patch grid its ``pos_embed`` is for (:data:`GRID_METADATA_KEY`)."""
+    local_metadata[GRID_METADATA_KEY] = list(module.patch_grid)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
@@ -72,13 +122,17 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
     Keeps the keys under ``prefix`` (e.g. ``'backbone.'`` of a detector's
     file) without it, drops the classifier head (and ``norm_f`` when the
     model has no final norm), and resizes ``pos_embed`` from the grid it was
-    trained for (:func:`checkpoint_grid`) to the model's, keeping the middle
-    class token's row apart. A checkpoint with a class token loads into a
+    trained for (:func:`checkpoint_grid`, which reads what the state dict's
+    ``_metadata`` says about it) to the model's, keeping the middle class
+    token's row apart. A checkpoint with a class token loads into a
     model without one by dropping that row. Whatever else does not fit is
     left for the model's strict loading to report.
     """
+    metadata = getattr(state_dict, '_metadata', None) or {}
+    stated = metadata.get('')
     if prefix:
         prefix = prefix if prefix.endswith('.') else prefix + '.'
+        stated = metadata.get(prefix[:-1])
         state_dict = {
             k[len(prefix):]: v
             for k, v in state_dict.items() if k.startswith(prefix)
@@ -92,8 +146,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor],
         return state_dict
     pos_embed = state_dict['pos_embed']
     with_cls_token = 'cls_token' in state_dict
-    grid = checkpoint_grid(model,
-                           pos_embed.shape[1] - int(with_cls_token))
+    grid = checkpoint_grid(model, pos_embed.shape[1] - int(with_cls_token),
+                           stated)
     pos_embed = resize_pos_embed(pos_embed, grid, model.patch_grid,
                                  with_cls_token, model.interpolate_mode)
     if with_cls_token and not model.with_cls_token:
@@ -135,8 +189,10 @@ class VisionMamba(BaseModule):
         img_size: input size the stored ``pos_embed`` is for; pretrained
             embeddings are resized to it on loading.
         pretrain_img_size: input size a pretrained checkpoint's ``pos_embed``
-            was trained for. By default, a checkpoint of ``img_size`` (saved
-            by this model) or of the released models' 224x224.
+            was trained for, for files that do not say (mmvim's state dicts
+            name their grid, released files their ``args.input_size``). By
+            default ``img_size`` (a file this model saved) or the released
+            models' 224x224, whichever alone has the file's patch count.
         patch_size, stride: patch embedding conv (stride 8 gives the '+'
             models' overlapping patches).
         d_state: SSM state size.
@@ -258,6 +314,7 @@ class VisionMamba(BaseModule):
         ])
         if final_norm:
             self.norm_f = RMSNorm(self.embed_dims)
+        self.register_state_dict_post_hook(_state_patch_grid)
         self._reference_init()
 
     def _normalise_indices(self, out_indices):

@@ -4,6 +4,7 @@ import argparse
 
 import pytest
 import torch
+from torch import nn
 
 from mmvim.models import VisionMamba
 from mmvim.models.backbones import checkpoint_filter_fn
@@ -14,13 +15,14 @@ def narrow(img_size, **kwargs):
                        **kwargs)
 
 
-def released_file(source, save_checkpoint):
-    """``source``'s weights as the released Vim files hold them."""
+def released_file(source, save_checkpoint, **args):
+    """``source``'s weights as the released Vim files hold them (a plain
+    dict, ``args`` the training script's, e.g. ``input_size=224``)."""
     return save_checkpoint({
         'model': {**source.state_dict(),
                   'head.weight': torch.zeros(10, 16),
                   'head.bias': torch.zeros(10)},
-        'args': argparse.Namespace(model='vim_tiny', lr=1e-3),
+        'args': argparse.Namespace(model='vim_tiny', lr=1e-3, **args),
         'epoch': 299}, 'released.pth')
 
 
@@ -71,7 +73,8 @@ def test_released_pos_embed_is_resized_keeping_the_class_row(
 
 def test_pretrain_img_size_names_the_checkpoint_grid(save_checkpoint):
     source = narrow((96, 160))  # 6 x 10 grid
-    path = save_checkpoint(source.state_dict())
+    # a plain dict: no _metadata saying the grid (older files, other code)
+    path = save_checkpoint(dict(source.state_dict()))
     with pytest.raises(ValueError, match='pretrain_img_size'):
         pretrained(path, (128, 128))  # neither 8x8 nor the released 14x14
     model = pretrained(path, (128, 128), pretrain_img_size=(96, 160))
@@ -83,6 +86,41 @@ def test_pretrain_img_size_names_the_checkpoint_grid(save_checkpoint):
     # An explicit size that does not fit the file is an error too.
     with pytest.raises(ValueError, match='fits none of the known grids'):
         pretrained(path, (128, 128), pretrain_img_size=224)
+
+
+def test_a_grid_two_sizes_share_is_never_guessed(save_checkpoint):
+    """7x28 (112x448) and the released 14x14 (224x224) both have 196
+    patches: unless the file says its grid, that is an error naming
+    pretrain_img_size, never the raw 14x14 table read as 7x28."""
+    source = narrow(224)
+    resized = pretrained(released_file(source, save_checkpoint), (112, 448),
+                         pretrain_img_size=224).pos_embed
+    # the released 14x14 table interpolated, not copied as it is
+    assert not torch.equal(resized, source.pos_embed)
+    with pytest.raises(ValueError, match='fits several grids .*7x28 for '
+                       'img_size 112x448.*14x14.* Set the backbone.s '
+                       'pretrain_img_size'):
+        pretrained(released_file(source, save_checkpoint), (112, 448))
+    # what the released files' args say settles it
+    said = pretrained(released_file(source, save_checkpoint, input_size=224),
+                      (112, 448))
+    torch.testing.assert_close(said.pos_embed, resized, rtol=0, atol=0)
+    # so does the grid mmvim writes into every VisionMamba state dict, also
+    # under a prefix in a whole model's checkpoint
+    own = source.state_dict()
+    assert own._metadata['']['patch_grid'] == [14, 14]
+    model = pretrained(save_checkpoint(own), (112, 448))
+    torch.testing.assert_close(model.pos_embed, resized, rtol=0, atol=0)
+    whole = {'state_dict': nn.ModuleDict({'backbone': source}).state_dict()}
+    model = narrow((112, 448), init_cfg=dict(
+        type='Pretrained', checkpoint=save_checkpoint(whole),
+        prefix='backbone.'))
+    model.init_weights()
+    torch.testing.assert_close(model.pos_embed, resized, rtol=0, atol=0)
+    # a pretrain_img_size that contradicts the file is named
+    with pytest.raises(ValueError, match='pretrain_img_size .* gives a 8x8 '
+                       'grid but the grid the file states is 14x14'):
+        pretrained(save_checkpoint(own), (112, 448), pretrain_img_size=128)
 
 
 def test_filter_is_pure_and_does_what_it_says():
