@@ -3,7 +3,7 @@ by ``import mmvim``; everything needs only torch and mmengine except
 config_models' mmseg / mmdet batches and speed_memory_plot's matplotlib,
 each imported where used.
 
-- complexity, flop_count_backend: parameters and FLOPs, the scan counted;
+- complexity: parameters and FLOPs, each scan operator call counted;
 - config_models: whole mmseg / mmdet models and synthetic batches for them;
 - deit: the DeiT baseline with fused attention;
 - workloads: model names (``vim-tiny@torch``, ...) and their step functions;

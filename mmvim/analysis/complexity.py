@@ -1,9 +1,10 @@
 """Parameters and FLOPs of a model, with the selective scan counted.
 
 mmengine's FlopAnalyzer (fvcore's counter over a jit trace) has no formula
-for the scan and counts it as zero. Here the model runs on the
-``flop_count`` ops backend, where every scan call is one opaque traced node,
-counted analytically.
+for the scan and would count it as zero. Each scan call is one
+``torch.library`` operator (``mmvim::selective_scan_<backend>``), so the jit
+trace holds it as one node, counted analytically here on whichever backend
+runs.
 
 Convention, that of fvcore / mmengine: one multiply-add = 1 FLOP for
 matmuls and convolutions (their handles also give norm layers and
@@ -16,31 +17,18 @@ i.e. b * d * l * (4 N + 3) for a call on (b, d, l) inputs with state size N
 (d counts both directions' channels when they share one call). FLOPs do not
 depend on the backend that runs in practice.
 """
-import contextlib
 from typing import Dict, Tuple
 
 import torch
 
-from mmvim.ops import (Backend, register_backend, unregister_backend,
-                       use_backend)
-
-SCAN_OP = 'prim::PythonOp.OpaqueSelectiveScan'
-# Registered only while a count runs, so no one else ever sees it.
-FLOP_COUNT_BACKEND = Backend(
-    'flop_count', 'mmvim.analysis.flop_count_backend',
-    'the portable ops with each scan traced as one node (FLOP counting)',
-    fix='It needs only torch')
+from mmvim.ops import backend_names
+from mmvim.ops.library import NAMESPACE, operator_name
 
 
-@contextlib.contextmanager
-def counting_scans():
-    """Run the ops on the ``flop_count`` backend inside the block."""
-    register_backend(FLOP_COUNT_BACKEND)
-    try:
-        with use_backend(FLOP_COUNT_BACKEND.name):
-            yield
-    finally:
-        unregister_backend(FLOP_COUNT_BACKEND.name)
+def scan_nodes():
+    """The jit node kinds of every registered backend's scan operator."""
+    return [f'{NAMESPACE}::{operator_name("selective_scan", name)}'
+            for name in backend_names()]
 
 
 def selective_scan_flops(inputs, outputs) -> Dict[str, int]:
@@ -63,9 +51,10 @@ def count_complexity(model: torch.nn.Module, inputs: Tuple,
     from mmengine.analysis.print_helper import complexity_stats_table
 
     from mmvim.models.layers.bimamba import BiMambaMixer
-    with counting_scans(), torch.no_grad():
+    with torch.no_grad():
         analyzer = FlopAnalyzer(model.eval(), inputs)
-        analyzer.set_op_handle(SCAN_OP, selective_scan_flops)
+        for node in scan_nodes():
+            analyzer.set_op_handle(node, selective_scan_flops)
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
         by_operator = dict(analyzer.by_operator())

@@ -101,6 +101,10 @@ def measure(task: Dict) -> Dict:
     row.update(median_s=median, min_s=min(times),
                images_per_s=task['batch_size'] / median,
                peak_memory_mb=peak,
-               working_memory_mb=None if in_use is None else peak - in_use,
+               # getrusage's peak and /proc's current size are counted
+               # differently: a step that adds nothing can read slightly
+               # below zero.
+               working_memory_mb=None if in_use is None else max(
+                   0., peak - in_use),
                times_s=times)
     return row

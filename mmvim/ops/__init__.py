@@ -5,25 +5,28 @@ Built-in backends, in the order ``auto`` tries them:
 ========== ============ ==================================================
 name       tensors      what
 ========== ============ ==================================================
-cuda       CUDA         mamba-ssm / causal-conv1d kernels (nvcc-built)
-triton     CUDA         mmvim's Triton kernels (planned; see the issue)
-cpu        CPU          mmvim's compiled C++ kernel (built at install)
+cuda       CUDA         mamba-ssm's compiled scan (nvcc-built)
+triton     CUDA         mmvim's Triton kernels (compiled at first use)
+cpu        CPU          mmvim's compiled C++ kernels (built at install)
 torch      any          mmvim's portable chunked scan (pure PyTorch)
 sequential any          the plain token loop (tests, baseline; never auto)
 ========== ============ ==================================================
 
-A new backend is one :func:`register_backend` call and one module in
+Each backend's ops are ``torch.library`` operators
+(``mmvim::selective_scan_cpu``, ...; see :mod:`mmvim.ops.library`), so
+``torch.compile``, ``torch.export`` and fake tensors see one operator call
+per op. A new backend is one :func:`register_backend` call and one module in
 :mod:`mmvim.ops.backends`; the mixer does not change.
 """
 import os
 
 from .mamba_ops import (bidirectional_selective_scan, causal_conv1d_silu,
                         check_scan_arguments, selective_scan)
-from .portable_scan import selective_scan_sequential, selective_scan_torch
 from .registry import (BACKEND_ENV, Backend, BackendStatus, auto_order,
                        backend_names, get_backend, list_backends,
-                       register_backend, requested_backend, set_backend,
-                       unregister_backend, use_backend)
+                       load_backend, register_backend, requested_backend,
+                       set_backend, simulate_backend, unregister_backend,
+                       use_backend)
 
 
 def _triton_device_types():
@@ -37,8 +40,9 @@ def _triton_device_types():
 # tries a device's backends by their auto_rank.
 _BUILTIN_BACKENDS = (
     Backend('cuda', 'mmvim.ops.backends.cuda',
-            "mamba-ssm's and causal-conv1d's CUDA kernels",
-            fix='Install them with `pip install --no-build-isolation -r '
+            "mamba-ssm's compiled CUDA scan, in mmvim's operators",
+            fix='Install mamba-ssm with its CUDA kernel: '
+            '`MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation -r '
             'requirements/cuda.txt` on a machine with nvcc',
             device_types=('cuda', ), auto_rank={'cuda': 0}),
     Backend('triton', 'mmvim.ops.backends.triton',
@@ -48,7 +52,7 @@ _BUILTIN_BACKENDS = (
             'TRITON_INTERPRET=1 to interpret it on the CPU',
             device_types=_triton_device_types, auto_rank={'cuda': 1}),
     Backend('cpu', 'mmvim.ops.backends.cpu',
-            "mmvim's compiled C++ kernel for CPUs",
+            "mmvim's compiled C++ kernels for CPUs",
             fix='Build it: `pip install --no-build-isolation -e .` (or '
             '`make install`) with a C++ compiler, MMVIM_WITH_CPU_OPS unset',
             device_types=('cpu', ), auto_rank={'cpu': 0}),
@@ -65,8 +69,7 @@ for _backend in _BUILTIN_BACKENDS:
 __all__ = [
     'BACKEND_ENV', 'Backend', 'BackendStatus', 'auto_order', 'backend_names',
     'bidirectional_selective_scan', 'causal_conv1d_silu',
-    'check_scan_arguments', 'get_backend', 'list_backends',
-    'register_backend', 'requested_backend',
-    'selective_scan', 'selective_scan_sequential', 'selective_scan_torch',
-    'set_backend', 'unregister_backend', 'use_backend'
+    'check_scan_arguments', 'get_backend', 'list_backends', 'load_backend',
+    'register_backend', 'requested_backend', 'selective_scan', 'set_backend',
+    'simulate_backend', 'unregister_backend', 'use_backend'
 ]

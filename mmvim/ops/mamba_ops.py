@@ -1,8 +1,12 @@
-"""The ops the Vim mixer calls: argument checks, then the chosen backend.
+"""The ops the Vim mixer calls: argument checks, then the chosen backend's
+operator.
 
 Every call checks its arguments the same way whatever runs it (a kernel would
-otherwise read out of bounds or silently ignore extra entries), then asks
-:func:`mmvim.ops.registry.resolve` which backend runs for its tensors.
+otherwise read out of bounds or silently ignore extra entries), asks
+:func:`mmvim.ops.registry.resolve` which backend runs for its tensors, and
+calls that backend's operator (:mod:`mmvim.ops.library`): under
+``torch.compile`` or ``torch.export`` this function is traced away and one
+operator call remains.
 """
 from typing import Optional
 
@@ -58,6 +62,24 @@ def check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
         raise _shape_error('z', z, f'u\'s {tuple(u.shape)}')
 
 
+def _one_dtype(u, delta, z):
+    """u, delta and z in one dtype (the operators take one), promoted."""
+    dtype = u.dtype if z is None else torch.promote_types(u.dtype, z.dtype)
+    dtype = torch.promote_types(dtype, delta.dtype)
+    return [None if t is None else t.to(dtype) for t in (u, delta, z)]
+
+
+def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+          reverse_from):
+    _, backend = resolve(u.device)
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    u_, delta_, z_ = _one_dtype(u, delta, z)
+    y, _ = backend.selective_scan(u_, delta_, A, B, C, D, z_, delta_bias,
+                                  bool(delta_softplus), reverse_from)
+    return y.to(u.dtype)
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                    delta_softplus=False) -> torch.Tensor:
     """``y = scan(u) * silu(z)`` with mamba-ssm's ``selective_scan_fn``
@@ -69,9 +91,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     input dtype; returns (b, d, l) in u's dtype.
     """
     check_scan_arguments(u, delta, A, B, C, D, z, delta_bias)
-    _, backend = resolve(u.device)
-    return backend.selective_scan(u, delta, A, B, C, D, z, delta_bias,
-                                  delta_softplus)
+    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                 u.shape[1])
 
 
 def bidirectional_selective_scan(u, delta, A, B, C, D=None, z=None,
@@ -88,9 +109,8 @@ def bidirectional_selective_scan(u, delta, A, B, C, D=None, z=None,
     """
     check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
                          bidirectional=True)
-    _, backend = resolve(u.device)
-    return backend.bidirectional_selective_scan(u, delta, A, B, C, D, z,
-                                                delta_bias, delta_softplus)
+    return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                 u.shape[1] // 2)
 
 
 def causal_conv1d_silu(x: torch.Tensor,
@@ -103,13 +123,14 @@ def causal_conv1d_silu(x: torch.Tensor,
     flipped sequence, in token order (output t sees t..t+k-1), which is what
     the backward direction of a Vim layer computes.
     """
-    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+    if x.dim() != 3 or 0 in x.shape or weight.dim() != 2 or \
+            weight.shape[0] != x.shape[1] or weight.shape[1] == 0:
         raise ValueError(
             f'causal_conv1d_silu: x {tuple(x.shape)} and weight '
             f'{tuple(weight.shape)} must be (batch, channels, length) and '
-            '(channels, width).')
+            '(channels, width), none empty.')
     if bias is not None and tuple(bias.shape) != (x.shape[1], ):
         raise ValueError(f'causal_conv1d_silu: bias has shape '
                          f'{tuple(bias.shape)}, expected ({x.shape[1]},).')
     _, backend = resolve(x.device)
-    return backend.causal_conv1d_silu(x, weight, bias, reverse)
+    return backend.causal_conv1d_silu(x, weight, bias, bool(reverse))

@@ -30,6 +30,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .flipping import FlippedDirections
+from .library import SavedStates, empty_in_layout_of, no_gradient
+
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
@@ -226,41 +229,61 @@ def _scan_block(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return prep.unchunked(y, u), starts
 
 
-class SelectiveScanFunction(torch.autograd.Function):
-    """The scan of B, C grouped as (b, g, n, l), solved block by block."""
+def _block_states(starts):
+    """A block's chunk starts (b, g, c, d/g, n) as rows of the backend's saved
+    states (b, d, c, n)."""
+    return starts.permute(0, 1, 3, 2, 4).flatten(1, 2)
 
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        blocks = _blocks(u, B)
-        y = torch.empty_like(u)
-        starts = []
-        with torch.autocast(u.device.type, enabled=False):
-            for block in blocks:
-                y[block.rows, block.channels], block_starts = _scan_block(
-                    *block.inputs(u, delta, A, B, C, D, z, delta_bias),
-                    delta_softplus)
-                starts.append(block_starts)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, *starts)
-        ctx.blocks = blocks
-        ctx.delta_softplus = delta_softplus
-        return y
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        u, delta, A, B, C, D, z, delta_bias, *starts = ctx.saved_tensors
-        inputs = (u, delta, A, B, C, D, z, delta_bias)
-        # Per-token gradients are written block by block; per-channel ones
-        # and those of the shared B and C are summed over the blocks.
-        grads = [None if t is None else torch.zeros_like(t) for t in inputs]
-        with torch.autocast(u.device.type, enabled=False):
-            for block, block_starts in zip(ctx.blocks, starts):
-                block_grads = _selective_scan_backward(
-                    *block.inputs(*inputs), ctx.delta_softplus, block_starts,
-                    grad_out[block.rows, block.channels])
-                for target, grad in zip(block.inputs(*grads), block_grads):
-                    if grad is not None:
-                        target += grad
-        return (*grads, None)
+def _block_starts(states, block, groups):
+    """Inverse of :func:`_block_states` for ``block``'s part of ``states``,
+    of a scan with ``groups`` B/C groups."""
+    rows = states[block.rows, block.channels]
+    block_groups = 1 if block.group >= 0 else groups
+    return rows.unflatten(1, (block_groups, -1)).permute(0, 1, 3, 2, 4)
+
+
+def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                 reverse_from):
+    """``mmvim::selective_scan_torch``: (y, each chunk's start state
+    (b, d, chunks, n)); the channels from ``reverse_from`` on are scanned on
+    flipped copies."""
+    flipped = FlippedDirections(u, B, reverse_from)
+    inputs = flipped.inputs(u, delta, A, B, C, D, z, delta_bias)
+    blocks = _blocks(inputs[0], inputs[3])
+    y = torch.empty_like(inputs[0], memory_format=torch.contiguous_format)
+    states = u.new_empty(PORTABLE_STATES.shape(u, A),
+                         dtype=_compute_dtype(u))
+    with torch.autocast(u.device.type, enabled=False):
+        for block in blocks:
+            y[block.rows, block.channels], starts = _scan_block(
+                *block.inputs(*inputs), delta_softplus)
+            states[block.rows, block.channels] = _block_states(starts)
+    output = empty_in_layout_of(u)
+    output.copy_(flipped.restore(y))
+    return output, states
+
+
+def scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                  reverse_from, states, grad_y):
+    """``mmvim::selective_scan_torch_backward``: every input's gradient."""
+    flipped = FlippedDirections(u, B, reverse_from)
+    inputs = flipped.inputs(u, delta, A, B, C, D, z, delta_bias)
+    grad_y = flipped.restore(grad_y.to(u.dtype))
+    # Per-token gradients are written block by block; per-channel ones and
+    # those of the shared B and C are summed over the blocks.
+    grads = [None if t is None else torch.zeros_like(
+        t, memory_format=torch.contiguous_format) for t in inputs]
+    with torch.autocast(u.device.type, enabled=False):
+        for block in _blocks(inputs[0], inputs[3]):
+            block_grads = _selective_scan_backward(
+                *block.inputs(*inputs), delta_softplus,
+                _block_starts(states, block, B.shape[1]),
+                grad_y[block.rows, block.channels])
+            for target, grad in zip(block.inputs(*grads), block_grads):
+                if grad is not None:
+                    target += grad
+    return flipped.gradients(grads, u, delta, A, B, C, D, z, delta_bias)
 
 
 def _selective_scan_backward(u, delta, A, B, C, D, z, delta_bias,
@@ -323,23 +346,9 @@ def _selective_scan_backward(u, delta, A, B, C, D, z, delta_bias,
             prep.unchunked(grad_C, C), grad_D, grad_z, grad_bias)
 
 
-def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                         delta_softplus=False) -> torch.Tensor:
-    """The portable chunked scan behind :func:`mmvim.ops.selective_scan`
-    (same arguments and layouts)."""
-    grouped_B = B.view(B.shape[0], -1, B.shape[-2], B.shape[-1])
-    grouped_C = C.view(grouped_B.shape)
-    return SelectiveScanFunction.apply(u, delta, A, grouped_B, grouped_C, D,
-                                       z, delta_bias, delta_softplus)
-
-
-def selective_scan_sequential(u, delta, A, B, C, D=None, z=None,
-                              delta_bias=None, delta_softplus=False):
-    """The plain token-by-token loop with the reference's semantics.
-
-    Kept as the ground truth for tests and as the baseline of the benchmark;
-    its backward is autograd through the loop.
-    """
+def _sequential(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """The plain token-by-token loop with the reference's semantics, one
+    direction, B and C (b, g, n, l), autograd through it."""
     dtype, out_dtype = _compute_dtype(u), u.dtype
     u, delta, A = u.to(dtype), delta.to(dtype), A.to(dtype)
     B, C = B.to(dtype), C.to(dtype)
@@ -348,13 +357,11 @@ def selective_scan_sequential(u, delta, A, B, C, D=None, z=None,
     if delta_softplus:
         delta = F.softplus(delta)
     batch, channels, length = u.shape
-    groups = 1 if B.dim() == 3 else B.shape[1]
-    B = B.view(batch, groups, 1, -1, length).expand(
-        -1, -1, channels // groups, -1, -1).reshape(batch, channels, -1,
-                                                    length)
-    C = C.view(batch, groups, 1, -1, length).expand(
-        -1, -1, channels // groups, -1, -1).reshape(batch, channels, -1,
-                                                    length)
+    groups = B.shape[1]
+    B = B[:, :, None].expand(-1, -1, channels // groups, -1, -1).reshape(
+        batch, channels, -1, length)
+    C = C[:, :, None].expand(-1, -1, channels // groups, -1, -1).reshape(
+        batch, channels, -1, length)
     decay = torch.exp(delta[..., None] * A[:, None, :])  # (b, d, l, n)
     inputs = (delta * u)[..., None] * B.transpose(-1, -2)
     h = u.new_zeros(batch, channels, A.shape[-1])
@@ -368,3 +375,53 @@ def selective_scan_sequential(u, delta, A, B, C, D=None, z=None,
     if z is not None:
         y = y * F.silu(z.to(dtype))
     return y.to(out_dtype)
+
+
+def _sequential_both_ways(u, delta, A, B, C, D, z, delta_bias,
+                          delta_softplus, reverse_from):
+    flipped = FlippedDirections(u, B, reverse_from)
+    y = _sequential(*flipped.inputs(u, delta, A, B, C, D, z, delta_bias),
+                    delta_softplus)
+    return flipped.restore(y)
+
+
+def sequential_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                       reverse_from):
+    """``mmvim::selective_scan_sequential``: y, and no saved states (the
+    backward runs the loop again)."""
+    y = _sequential_both_ways(u, delta, A, B, C, D, z, delta_bias,
+                              delta_softplus, reverse_from)
+    output = empty_in_layout_of(u)
+    output.copy_(y)
+    return output, u.new_empty(SEQUENTIAL_STATES.shape(u, A),
+                               dtype=_compute_dtype(u))
+
+
+def sequential_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                        reverse_from, states, grad_y):
+    """``mmvim::selective_scan_sequential_backward``: autograd through the
+    loop (``torch.func.vjp``, which works inside an operator), the ground
+    truth the other backends' hand-written backward passes are tested
+    against."""
+    given = [(i, t) for i, t in enumerate((u, delta, A, B, C, D, z,
+                                           delta_bias)) if t is not None]
+
+    def loop(*tensors):
+        arguments = [u, delta, A, B, C, D, z, delta_bias]
+        for (i, _), tensor in zip(given, tensors):
+            arguments[i] = tensor
+        return _sequential_both_ways(*arguments, delta_softplus,
+                                     reverse_from)
+
+    _, pullback = torch.func.vjp(loop, *(t for _, t in given))
+    grads = dict(zip((i for i, _ in given), pullback(grad_y.to(u.dtype))))
+    return tuple(
+        no_gradient(u) if t is None else grads[i].contiguous()
+        for i, t in enumerate((u, delta, A, B, C, D, z, delta_bias)))
+
+
+# The portable scan saves the start state of each of its ~sqrt(l) chunks;
+# the sequential loop saves nothing.
+PORTABLE_STATES = SavedStates(
+    chunk_length=lambda length: max(1, math.isqrt(length)))
+SEQUENTIAL_STATES = SavedStates(chunk_length=lambda length: 0)

@@ -1,26 +1,34 @@
 """The one place that decides which implementation of the Mamba ops runs.
 
-A backend is a module implementing the three ops the Vim mixer calls
-(``selective_scan``, ``bidirectional_selective_scan``, ``causal_conv1d_silu``),
-registered here by name with the tensors it runs on and how to make it
-available. Nothing is imported until a backend is first asked for, so a
-missing or broken accelerator never breaks ``import mmvim``.
+A backend is a module defining the two operators the Vim mixer calls,
+``selective_scan`` and ``causal_conv1d_silu`` (the ``torch.library`` operators
+of :mod:`mmvim.ops.library`), registered here by name with the tensors it
+runs on and how to make it available. Nothing is imported until a backend is
+first asked for, so a missing or broken accelerator never breaks
+``import mmvim``.
 
 Which one runs:
 
 - ``auto`` (the default, or an empty ``$MMVIM_OPS_BACKEND``): for the tensors'
   device, the first available backend in :func:`auto_order`
   (CPU: ``cpu`` then ``torch``; CUDA: ``cuda``, ``triton``, then ``torch``);
-- a name, from :func:`set_backend`, :func:`use_backend` or
-  ``$MMVIM_OPS_BACKEND``: that backend, or a RuntimeError saying why it cannot
-  run and how to fix it. Nothing falls back silently once a name is forced.
+- a name, from :func:`use_backend` (this thread, inside a ``with`` block),
+  :func:`set_backend` (the whole process) or ``$MMVIM_OPS_BACKEND`` (read when
+  mmvim is imported and by ``set_backend(None)``): that backend, or an error
+  saying why it cannot run and how to fix it. Nothing falls back silently
+  once a name is forced.
+
+A forward pass only reads this module's state: the choice is resolved once
+per (choice, device type) and kept, so ``torch.compile`` traces a plain call
+of one operator (guarded on the choice) and nothing is imported or read from
+the environment per call.
 
 ``python -m mmvim.ops`` lists every backend with its availability.
 """
 import contextlib
-import functools
 import importlib
 import os
+import threading
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import (Callable, Dict, Iterator, List, Mapping, NamedTuple,
@@ -37,9 +45,11 @@ class Backend:
 
     Args:
         name: what users pass to :func:`set_backend` / ``$MMVIM_OPS_BACKEND``.
-        module: import path of the implementation. It defines the three ops
-            and may define ``check()``, raising with the reason the backend
-            cannot run here (it is then reported as unavailable).
+        module: import path of the implementation. It defines
+            ``selective_scan`` and ``causal_conv1d_silu`` (operators with the
+            schemas of :mod:`mmvim.ops.library`), and may define ``check()``,
+            raising with the reason the backend cannot run here (it is then
+            reported as unavailable).
         description: one line for listings.
         fix: what a user does to make it available.
         device_types: the tensor device types it accepts (``None``: any), or
@@ -66,22 +76,35 @@ class Backend:
 
 
 _BACKENDS: Dict[str, Backend] = {}
-_forced: Optional[str] = None
+# name -> (module or None where it did not import, why it cannot run or None)
+_loaded: Dict[str, Tuple[Optional[ModuleType], Optional[str]]] = {}
+# (requested, device type) -> the name of what runs
+_resolved: Dict[Tuple[str, str], str] = {}
+# set_backend's choice, or $MMVIM_OPS_BACKEND's value as read
+_process_choice = {'value': ''}
+# use_backend's and simulate_backend's choices, per thread
+_thread = threading.local()
+
+
+def _forget_resolutions(name: Optional[str] = None) -> None:
+    _resolved.clear()
+    if name is not None:
+        _loaded.pop(name, None)
 
 
 def register_backend(backend: Backend) -> None:
     """Add ``backend`` (or replace the one of that name)."""
     _BACKENDS[backend.name] = backend
-    load_backend.cache_clear()
+    _forget_resolutions(backend.name)
 
 
 def unregister_backend(name: str) -> None:
     """Remove the backend ``name`` (e.g. one a tool registered for itself)."""
-    if _forced == name:
+    if requested_backend() == name:
         raise RuntimeError(f'The {name!r} ops backend is forced; '
                            'set_backend(None) first.')
     del _BACKENDS[name]
-    load_backend.cache_clear()
+    _forget_resolutions(name)
 
 
 def auto_order(device_type: str) -> Tuple[str, ...]:
@@ -107,48 +130,63 @@ def _check_choice(name: str, source: str) -> str:
     return name
 
 
+def _read_environment() -> str:
+    return os.environ.get(BACKEND_ENV, '').strip().lower() or 'auto'
+
+
 def set_backend(name: Optional[str]) -> None:
-    """Force ``name`` for this process; ``None`` goes back to
-    ``$MMVIM_OPS_BACKEND`` (or ``auto``)."""
-    global _forced
-    _forced = None if name is None else _check_choice(name, 'set_backend')
+    """Force ``name`` for the whole process; ``None`` goes back to
+    ``$MMVIM_OPS_BACKEND`` (read again now), or ``auto``."""
+    _process_choice['value'] = _read_environment() if name is None else \
+        _check_choice(name, 'set_backend')
 
 
 @contextlib.contextmanager
 def use_backend(name: Optional[str]) -> Iterator[None]:
-    """Force ``name`` inside a ``with`` block, then restore what was before."""
-    previous = _forced
-    set_backend(name)
+    """Force ``name`` for this thread inside a ``with`` block (``None``: the
+    process's choice), then restore what this thread had before. Other
+    threads do not see it."""
+    if name is not None:
+        _check_choice(name, 'use_backend')
+    previous = getattr(_thread, 'choice', None)
+    _thread.choice = name
     try:
         yield
     finally:
-        set_backend(previous)
+        _thread.choice = previous
 
 
 def requested_backend() -> str:
-    """What is asked for: :func:`set_backend`, else ``$MMVIM_OPS_BACKEND``
-    (an empty value means auto), else ``auto``."""
-    if _forced is not None:
-        return _forced
-    value = os.environ.get(BACKEND_ENV, '').strip().lower() or 'auto'
-    return _check_choice(value, f'${BACKEND_ENV}')
+    """What is asked for: this thread's :func:`use_backend`, else
+    :func:`set_backend`'s, else ``$MMVIM_OPS_BACKEND`` (an empty value means
+    auto), else ``auto``. ValueError for an unknown name in the variable."""
+    choice = getattr(_thread, 'choice', None)
+    if choice is not None:
+        return choice
+    choice = _process_choice['value']
+    if choice == 'auto' or choice in _BACKENDS:
+        return choice
+    return _check_choice(choice, f'${BACKEND_ENV}')
 
 
-@functools.lru_cache(maxsize=None)
 def load_backend(name: str) -> Tuple[Optional[ModuleType], Optional[str]]:
-    """Import a backend once: ``(module, None)`` or ``(None, reason)``.
+    """Import a backend once: ``(module, None)`` when it can run here, else
+    ``(module or None, reason)``.
 
     Any failure counts as unavailable: broken accelerator wheels raise
     ImportError, OSError or RuntimeError when their compiled parts do not
     match the installed torch.
     """
-    try:
-        module = importlib.import_module(_BACKENDS[name].module)
-        if hasattr(module, 'check'):
-            module.check()
-    except Exception as error:  # noqa: BLE001 - broken means unavailable
-        return None, f'{type(error).__name__}: {error}'
-    return module, None
+    if name not in _loaded:
+        module = None
+        try:
+            module = importlib.import_module(_BACKENDS[name].module)
+            if hasattr(module, 'check'):
+                module.check()
+            _loaded[name] = (module, None)
+        except Exception as error:  # noqa: BLE001 - broken means unavailable
+            _loaded[name] = (module, f'{type(error).__name__}: {error}')
+    return _loaded[name]
 
 
 class BackendStatus(NamedTuple):
@@ -157,31 +195,26 @@ class BackendStatus(NamedTuple):
     reason: Optional[str]  # why not, when unavailable
     device_types: Optional[Tuple[str, ...]]  # None: any
     description: str
+    fix: str
 
 
 def list_backends() -> List[BackendStatus]:
     """Every registered backend, whether it can run here and why not."""
     statuses = []
     for backend in _BACKENDS.values():
-        module, reason = load_backend(backend.name)
+        _, reason = load_backend(backend.name)
         statuses.append(
-            BackendStatus(backend.name, module is not None, reason,
+            BackendStatus(backend.name, reason is None, reason,
                           backend.accepted_device_types(),
-                          backend.description))
+                          backend.description, backend.fix))
     return statuses
 
 
-def resolve(device) -> Tuple[str, ModuleType]:
-    """``(name, module)`` of the backend that runs for tensors on ``device``.
-
-    Raises RuntimeError when a forced backend cannot run there.
-    """
-    device_type = torch.device(device).type
-    requested = requested_backend()
+def _resolve_requested(requested: str, device_type: str) -> str:
     if requested != 'auto':
         backend = _BACKENDS[requested]
-        module, reason = load_backend(requested)
-        if module is None:
+        _, reason = load_backend(requested)
+        if reason is not None:
             raise RuntimeError(
                 f'The {requested!r} mmvim ops backend was forced but is '
                 f'unavailable ({reason}). {backend.fix}, or set '
@@ -192,15 +225,47 @@ def resolve(device) -> Tuple[str, ModuleType]:
                 f'{"/".join(backend.accepted_device_types())} tensors and '
                 f'these are on {device_type}: move the model there or set '
                 f'{BACKEND_ENV}=auto.')
-        return requested, module
+        return requested
     reasons = []
     for name in auto_order(device_type):
-        module, reason = load_backend(name)
-        if module is not None and _BACKENDS[name].runs_on(device_type):
-            return name, module
+        _, reason = load_backend(name)
+        if reason is None and _BACKENDS[name].runs_on(device_type):
+            return name
         reasons.append(f'{name}: {reason or "not for " + device_type}')
     raise RuntimeError(f'No mmvim ops backend runs on {device_type} tensors '
                        f'({"; ".join(reasons)}).')
+
+
+def _resolved_name(requested: str, device_type: str) -> str:
+    """The backend that runs for ``requested`` on ``device_type``, worked out
+    (imports and availability checks) once. Under ``torch.compile`` dynamo
+    calls it while tracing and keeps the name as a constant: what it depends
+    on, the choice and the device type, are traced (and guarded) by the
+    caller, so a new choice recompiles."""
+    key = (requested, device_type)
+    if key not in _resolved:
+        _resolved[key] = _resolve_requested(requested, device_type)
+    return _resolved[key]
+
+
+# What torch.compiler.assume_constant_result(_resolved_name) sets; calling it
+# would import torch._dynamo, and with it triton, at `import mmvim` (a broken
+# triton must not break that). tests/ops/test_compile.py checks the name.
+_resolved_name._dynamo_marked_constant = True
+
+
+def resolve(device) -> Tuple[str, ModuleType]:
+    """``(name, module)`` of the backend that runs for tensors on ``device``.
+
+    Raises RuntimeError when a forced backend cannot run there. Inside
+    :func:`simulate_backend`, the simulated backend whatever the device.
+    """
+    name = getattr(_thread, 'simulated', None)
+    if name is None:
+        device_type = device.type if isinstance(device, torch.device) else \
+            torch.device(device).type
+        name = _resolved_name(requested_backend(), device_type)
+    return name, _loaded[name][0]
 
 
 def get_backend(device=None) -> str:
@@ -209,3 +274,25 @@ def get_backend(device=None) -> str:
     if device is None:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     return resolve(device)[0]
+
+
+@contextlib.contextmanager
+def simulate_backend(name: str) -> Iterator[None]:
+    """Inside, this thread's ops call backend ``name``'s operators whatever
+    the tensors' device and whether the backend can run on this machine: for
+    tracing under ``FakeTensorMode`` only (estimating a GPU run's memory on
+    a CPU, say), where only the operators' fake implementations run. The
+    backend must import (its fake implementations are Python)."""
+    module, reason = load_backend(_check_choice(name, 'simulate_backend'))
+    if module is None:
+        raise RuntimeError(f'The {name!r} mmvim ops backend cannot be '
+                           f'simulated: it does not import ({reason}).')
+    previous = getattr(_thread, 'simulated', None)
+    _thread.simulated = name
+    try:
+        yield
+    finally:
+        _thread.simulated = previous
+
+
+set_backend(None)

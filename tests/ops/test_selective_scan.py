@@ -1,8 +1,20 @@
+"""The portable chunked scan (the ``torch`` backend) against the plain
+token loop (``sequential``)."""
 import pytest
 import torch
 
-from mmvim.ops import (portable_scan, selective_scan_sequential,
-                       selective_scan_torch)
+from mmvim import ops
+from mmvim.ops import portable_scan
+
+
+def selective_scan_torch(**inputs):
+    with ops.use_backend('torch'):
+        return ops.selective_scan(**inputs)
+
+
+def selective_scan_sequential(**inputs):
+    with ops.use_backend('sequential'):
+        return ops.selective_scan(**inputs)
 
 
 def make_inputs(batch=2, channels=4, length=23, state=3, groups=None,

@@ -1,22 +1,36 @@
 """The ``cpu`` backend: mmvim's compiled selective scan and causal conv
-(mmvim/ops/csrc).
+(mmvim/ops/csrc), operators registered from C++ through the LibTorch stable
+ABI (``mmvim::selective_scan_cpu``, ``mmvim::causal_conv1d_silu_cpu`` and their
+backward operators).
 
-The extension is built at install for the installing machine (see setup.py);
-:func:`check` reports it unavailable, with the reason, where it was not built,
-does not load against this torch, or was built for instructions this CPU
-lacks.
+The library is built at install for the installing machine (setup.py), which
+writes a build record beside it: its SHA-256 and the instruction sets it was
+compiled for. Both are checked *before* the library is loaded, because
+loading a truncated file crashes the process with SIGBUS and code for
+instructions the CPU lacks with SIGILL; either is reported as the reason the
+backend is unavailable instead, and auto falls back to ``torch``.
 """
+import hashlib
+import json
 import platform
+from pathlib import Path
 from typing import Optional
 
 import torch
 
-try:
-    from .. import _cpu_scan
-    _IMPORT_ERROR: Optional[str] = None
-except Exception as error:  # noqa: BLE001 - reported by check()
-    _cpu_scan = None
-    _IMPORT_ERROR = f'{type(error).__name__}: {error}'
+from ..library import (SavedStates, conv_operator, register_conv_python_parts,
+                       register_scan_python_parts, scan_operator)
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+LIBRARY_STEM = '_cpu_ops'
+REBUILD = 'rebuild it: `pip install --no-build-isolation -e .` (or `make ' \
+    'install`) with a C++ compiler, MMVIM_WITH_CPU_OPS unset'
+# The stable ABI version the library is built against (setup.py): older
+# torch releases cannot load it.
+MINIMUM_TORCH = (2, 10)
+# The forward saves the state at the start of every 64-token chunk
+# (kChunk in csrc/selective_scan_cpu.cpp).
+SAVED = SavedStates(chunk_length=lambda length: 64)
 
 
 def _cpu_flags() -> Optional[set]:
@@ -31,118 +45,55 @@ def _cpu_flags() -> Optional[set]:
     return None
 
 
-def check() -> None:
-    if _cpu_scan is None:
-        raise RuntimeError(f'extension not built: {_IMPORT_ERROR}')
+def build_record() -> dict:
+    """The record setup.py wrote beside the library (RuntimeError naming the
+    problem and the fix when there is none)."""
+    records = sorted(PACKAGE_DIR.glob(f'{LIBRARY_STEM}*.so.json'))
+    libraries = sorted(PACKAGE_DIR.glob(f'{LIBRARY_STEM}*.so'))
+    if not records:
+        found = f'{libraries[0].name} has no build record' if libraries \
+            else 'not built'
+        raise RuntimeError(f'compiled CPU operators {found}: {REBUILD}')
+    try:
+        return json.loads(records[-1].read_text())
+    except (OSError, ValueError) as error:
+        raise RuntimeError(f'unreadable build record {records[-1]} '
+                           f'({error}): {REBUILD}') from error
+
+
+def verified_library(record: dict) -> Path:
+    """The library's path, once its bytes match the record and this machine
+    can run it; RuntimeError with the reason and the fix otherwise."""
+    library = PACKAGE_DIR / record.get('library', '')
+    try:
+        digest = hashlib.sha256(library.read_bytes()).hexdigest()
+    except OSError as error:
+        raise RuntimeError(f'cannot read {library.name} ({error}): '
+                           f'{REBUILD}') from error
+    if digest != record.get('sha256'):
+        raise RuntimeError(
+            f'{library.name} is damaged or was replaced since it was built '
+            f'(its SHA-256 differs from the build record): {REBUILD}')
+    torch_version = tuple(
+        int(part) for part in torch.__version__.split('+')[0].split('.')[:2])
+    if torch_version < MINIMUM_TORCH:
+        raise RuntimeError(
+            f'torch {torch.__version__} predates the stable ABI '
+            f'{".".join(map(str, MINIMUM_TORCH))} the library needs: upgrade '
+            'torch')
     flags = _cpu_flags()
     if flags is not None and platform.machine() in ('x86_64', 'AMD64'):
-        missing = [isa for isa in _cpu_scan.compiled_isa()
-                   if isa not in flags]
+        missing = [isa for isa in record.get('isa', []) if isa not in flags]
         if missing:
             raise RuntimeError(
-                f'extension built for {"/".join(missing)}, which this CPU '
-                'lacks: rebuild it here (pip install --no-build-isolation -e '
-                '., or MMVIM_CPU_MARCH=x86-64 for a portable build)')
+                f'{library.name} was built for {"/".join(missing)}, which '
+                f'this CPU lacks: {REBUILD} on this machine, or build a '
+                'portable one with MMVIM_CPU_MARCH=x86-64-v3 (or x86-64)')
+    return library
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-class CpuSelectiveScan(torch.autograd.Function):
-    """The compiled scan; channels from ``reverse_from`` on scan backwards."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                reverse_from):
-        per_token = [t for t in (u, delta, z) if t is not None]
-        dtype = per_token[0].dtype
-        for tensor in per_token[1:]:
-            dtype = torch.promote_types(dtype, tensor.dtype)
-        compute = _compute_dtype(dtype)
-        grouped = B.dim() == 4
-        # (b, g, n, l) -> (b, g, l, n): each token's B and C contiguous.
-        Bt, Ct = [(t if grouped else t.unsqueeze(1)).transpose(
-            -1, -2).to(compute).contiguous() for t in (B, C)]
-        weights = [None if t is None else t.to(compute).contiguous()
-                   for t in (A, D, delta_bias)]
-        u_, delta_, z_ = [None if t is None else t.to(dtype)
-                          for t in (u, delta, z)]
-        y, states = _cpu_scan.selective_scan_forward(
-            u_, delta_, weights[0], Bt, Ct, weights[1], z_, weights[2],
-            delta_softplus, reverse_from, any(ctx.needs_input_grad))
-        ctx.save_for_backward(u_, delta_, Bt, Ct, z_, states, *weights)
-        ctx.config = (delta_softplus, reverse_from)
-        ctx.like = (u, delta, A, B, C, D, z, delta_bias)
-        return y.to(u.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        u, delta, Bt, Ct, z, states, A, D, delta_bias = ctx.saved_tensors
-        delta_softplus, reverse_from = ctx.config
-        (grad_u, grad_delta, grad_z, grad_A, grad_Bt, grad_Ct, grad_D,
-         grad_bias) = _cpu_scan.selective_scan_backward(
-             u, delta, A, Bt, Ct, D, z, delta_bias, delta_softplus,
-             reverse_from, states, grad_y.to(u.dtype))
-        u0, delta0, A0, B0, C0, D0, z0, bias0 = ctx.like
-        if z0 is not None and z0.shape[1] != u.shape[1]:
-            # One gate shared by both directions: add the halves' gradients.
-            grad_z = grad_z.view(u.shape[0], 2, -1, u.shape[2]).sum(1)
-        grad_B, grad_C = [g.transpose(-1, -2).reshape(like.shape).to(
-            like.dtype) for g, like in ((grad_Bt, B0), (grad_Ct, C0))]
-
-        def summed(grad, like):
-            return None if like is None else grad.sum(0).to(like.dtype)
-
-        return (grad_u.to(u0.dtype), grad_delta.to(delta0.dtype),
-                summed(grad_A, A0), grad_B, grad_C, summed(grad_D, D0),
-                None if z0 is None else grad_z.to(z0.dtype),
-                summed(grad_bias, bias0), None, None)
-
-
-class CpuCausalConv1dSilu(torch.autograd.Function):
-    """The compiled depthwise conv + SiLU; ``reverse`` looks ahead."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, reverse):
-        compute = _compute_dtype(x.dtype)
-        weight_, bias_ = [None if t is None else t.to(compute).contiguous()
-                          for t in (weight, bias)]
-        ctx.save_for_backward(x, weight_, bias_)
-        ctx.reverse = reverse
-        ctx.like = (weight, bias)
-        return _cpu_scan.causal_conv1d_silu_forward(x, weight_, bias_,
-                                                    reverse)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight, bias = ctx.saved_tensors
-        grad_x, grad_weight, grad_bias = \
-            _cpu_scan.causal_conv1d_silu_backward(x, weight, bias,
-                                                  ctx.reverse,
-                                                  grad_out.to(x.dtype))
-        weight0, bias0 = ctx.like
-        return (grad_x, grad_weight.sum(0).to(weight0.dtype),
-                None if bias0 is None else grad_bias.sum(0).to(bias0.dtype),
-                None)
-
-
-def causal_conv1d_silu(x, weight, bias, reverse):
-    return CpuCausalConv1dSilu.apply(x, weight, bias, reverse)
-
-
-def selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    return CpuSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias,
-                                  delta_softplus, u.shape[1])
-
-
-def bidirectional_selective_scan(u, delta, A, B, C, D, z, delta_bias,
-                                 delta_softplus):
-    return CpuSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias,
-                                  delta_softplus, u.shape[1] // 2)
-
-
-__all__ = [
-    'check', 'selective_scan', 'bidirectional_selective_scan',
-    'causal_conv1d_silu'
-]
+torch.ops.load_library(str(verified_library(build_record())))
+register_scan_python_parts('cpu', SAVED)
+register_conv_python_parts('cpu')
+selective_scan = scan_operator('cpu')
+causal_conv1d_silu = conv_operator('cpu')

@@ -1,10 +1,12 @@
-"""The ``torch`` backend: mmvim's portable chunked scan, on any device."""
-from ..flipping import bidirectional_by_flipping
-from ..portable_conv import causal_conv1d_silu_torch as causal_conv1d_silu
-from ..portable_scan import selective_scan_torch as selective_scan
+"""The ``torch`` backend: mmvim's portable chunked scan and the portable
+conv, in plain PyTorch on any device, as the operators
+``mmvim::selective_scan_torch`` and ``mmvim::causal_conv1d_silu_torch``."""
+from ..library import (conv_operator, define_conv_operators,
+                       define_scan_operators, scan_operator)
+from ..portable_conv import conv_backward, conv_forward
+from ..portable_scan import PORTABLE_STATES, scan_backward, scan_forward
 
-bidirectional_selective_scan = bidirectional_by_flipping(selective_scan)
-
-__all__ = [
-    'selective_scan', 'bidirectional_selective_scan', 'causal_conv1d_silu'
-]
+define_scan_operators('torch', scan_forward, scan_backward, PORTABLE_STATES)
+define_conv_operators('torch', conv_forward, conv_backward)
+selective_scan = scan_operator('torch')
+causal_conv1d_silu = conv_operator('torch')

@@ -1,11 +1,13 @@
-"""The ``sequential`` backend: the plain token loop, autograd for the
-backward. The ground truth of the tests and the benchmark's baseline."""
-from ..flipping import bidirectional_by_flipping
-from ..portable_conv import causal_conv1d_silu_torch as causal_conv1d_silu
-from ..portable_scan import selective_scan_sequential as selective_scan
+"""The ``sequential`` backend: the plain token loop
+(``mmvim::selective_scan_sequential``, autograd through the loop for its
+backward) and the portable conv. The ground truth of the tests and the
+benchmark's baseline."""
+from ..library import conv_operator, define_scan_operators, scan_operator
+from ..portable_scan import (SEQUENTIAL_STATES, sequential_backward,
+                             sequential_forward)
+from . import portable  # noqa: F401 - defines the portable conv operators
 
-bidirectional_selective_scan = bidirectional_by_flipping(selective_scan)
-
-__all__ = [
-    'selective_scan', 'bidirectional_selective_scan', 'causal_conv1d_silu'
-]
+define_scan_operators('sequential', sequential_forward, sequential_backward,
+                      SEQUENTIAL_STATES)
+selective_scan = scan_operator('sequential')
+causal_conv1d_silu = conv_operator('torch')

@@ -1,5 +1,7 @@
-"""The ``triton`` backend: mmvim's Triton selective scan (nothing to
-compile at install), with the portable causal conv1d (cuDNN on a GPU).
+"""The ``triton`` backend: mmvim's Triton selective scan
+(``mmvim::selective_scan_triton``, a ``torch.library.triton_op`` whose
+kernels Inductor sees; nothing to compile at install) with the portable
+causal conv (cuDNN on a GPU).
 
 It runs on CUDA tensors, and on CPU tensors in Triton's interpreter
 (``TRITON_INTERPRET=1``, set before this module is imported), which is how
@@ -9,8 +11,9 @@ import os
 
 import torch
 
-from ..portable_conv import causal_conv1d_silu_torch as causal_conv1d_silu
-from ..triton import interpreting, selective_scan_triton
+from ..library import conv_operator, scan_operator
+from ..triton import interpreting
+from . import portable  # noqa: F401 - defines the portable conv operators
 
 
 def check() -> None:
@@ -33,18 +36,5 @@ def check() -> None:
         raise RuntimeError(f'triton finds no GPU driver: {error}') from error
 
 
-def selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias,
-                                 delta_softplus)
-
-
-def bidirectional_selective_scan(u, delta, A, B, C, D, z, delta_bias,
-                                 delta_softplus):
-    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias,
-                                 delta_softplus, bidirectional=True)
-
-
-__all__ = [
-    'check', 'selective_scan', 'bidirectional_selective_scan',
-    'causal_conv1d_silu'
-]
+selective_scan = scan_operator('triton')
+causal_conv1d_silu = conv_operator('torch')

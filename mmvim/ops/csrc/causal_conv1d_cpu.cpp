@@ -11,12 +11,8 @@
 // adjacent channels, vectorised over them, and a channel-last output, the
 // layout the scan reads and x_proj multiplies without a copy; its backward
 // likewise, with grad_x channel-last.
-#include <torch/extension.h>
-
-#include <ATen/Parallel.h>
-
-#include "cpu_layout.h"
 #include "cpu_math.h"
+#include "cpu_ops.h"
 
 #include <algorithm>
 #include <cmath>
@@ -62,12 +58,10 @@ struct ConvRows {
 };
 
 template <typename scalar_t, typename acc_t>
-ConvRows<scalar_t, acc_t> make_rows(const at::Tensor& x, const at::Tensor& weight,
-                                    const c10::optional<at::Tensor>& bias, bool reverse) {
-  return {x.data_ptr<scalar_t>(), x.stride(0), x.stride(1), x.stride(2),
-          weight.data_ptr<acc_t>(),
-          bias.has_value() && bias->defined() ? bias->data_ptr<acc_t>() : nullptr,
-          x.size(1), x.size(2), weight.size(1), reverse};
+ConvRows<scalar_t, acc_t> make_rows(const Tensor& x, const Tensor& weight,
+                                    const std::optional<Tensor>& bias, bool reverse) {
+  return {data_of<scalar_t>(x), x.stride(0), x.stride(1), x.stride(2), data_of<acc_t>(weight),
+          data_of<acc_t>(bias), x.size(1), x.size(2), weight.size(1), reverse};
 }
 
 constexpr int64_t kRowsPerTask = 16;
@@ -117,7 +111,7 @@ template <typename scalar_t, typename acc_t>
 void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch, scalar_t* out) {
   const int64_t d = rows.channels, L = rows.length, K = rows.width;
   const int64_t blocks = (d + kChannelBlock - 1) / kChannelBlock;
-  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> weight_t(K * kChannelBlock);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks, c0 = (task % blocks) * kChannelBlock;
@@ -146,7 +140,7 @@ void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
                            scalar_t* grad_x, acc_t* grad_w, acc_t* grad_b) {
   const int64_t d = rows.channels, L = rows.length, K = rows.width;
   const int64_t blocks = (d + kChannelBlock - 1) / kChannelBlock;
-  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> weight_t(K * kChannelBlock), grad_pre(L * kChannelBlock),
         weight_sums(K * kChannelBlock), bias_sums(kChannelBlock);
     acc_t pre[kChannelBlock], grad_in[kChannelBlock];
@@ -203,22 +197,35 @@ void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
   });
 }
 
+// The conv's parameters in the compute dtype, contiguous.
+struct ConvWeights {
+  Tensor weight;
+  std::optional<Tensor> bias;
+};
+
+ConvWeights prepare(const char* op, const Tensor& x, const Tensor& weight,
+                    const std::optional<Tensor>& bias) {
+  check_cpu(x, op, "x");
+  const ScalarType compute = compute_dtype(x.scalar_type());
+  return {contiguous_as(weight, compute), contiguous_as(bias, compute)};
+}
+
 }  // namespace
 
-at::Tensor causal_conv1d_silu_forward(const at::Tensor& x, const at::Tensor& weight,
-                                      const c10::optional<at::Tensor>& bias, bool reverse) {
-  TORCH_CHECK(x.device().is_cpu(), "mmvim cpu conv: x must be a CPU tensor");
+Tensor causal_conv1d_silu_cpu(Tensor x, Tensor weight, std::optional<Tensor> bias,
+                              bool reverse) {
+  const auto w = prepare("causal_conv1d_silu_cpu", x, weight, bias);
   const bool channel_last = is_channel_last(x);
-  auto out = empty_in_layout_of(x);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mmvim_conv_fwd", [&] {
+  Tensor out = empty_in_layout_of(x, x.scalar_type());
+  MMVIM_DISPATCH_FLOATING(x.scalar_type(), "causal_conv1d_silu_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    const auto rows = make_rows<scalar_t, acc_t>(x, weight, bias, reverse);
-    scalar_t* out_data = out.data_ptr<scalar_t>();
+    const auto rows = make_rows<scalar_t, acc_t>(x, w.weight, w.bias, reverse);
+    scalar_t* out_data = data_of<scalar_t>(out);
     if (channel_last) {
       forward_channel_last(rows, x.size(0), out_data);
       return;
     }
-    at::parallel_for(0, x.size(0) * rows.channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, x.size(0) * rows.channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> padded(rows.length + 2 * (rows.width - 1)), pre(rows.length);
       for (int64_t r = begin; r < end; ++r) {
         const int64_t c = r % rows.channels;
@@ -233,30 +240,33 @@ at::Tensor causal_conv1d_silu_forward(const at::Tensor& x, const at::Tensor& wei
   return out;
 }
 
-// Returns grad_x (b, d, l) in x's dtype, grad_weight (b, d, K) and
-// grad_bias (b, d) in the compute dtype: the caller sums over the batch.
-std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const at::Tensor& weight,
-                                                    const c10::optional<at::Tensor>& bias,
-                                                    bool reverse, const at::Tensor& grad_out) {
-  TORCH_CHECK(x.device().is_cpu(), "mmvim cpu conv: x must be a CPU tensor");
+// grad_weight and grad_bias are summed per row (b, d, K), (b, d) in the
+// compute dtype, then over the batch.
+std::tuple<Tensor, Tensor, Tensor> causal_conv1d_silu_cpu_backward(Tensor x, Tensor weight,
+                                                                   std::optional<Tensor> bias,
+                                                                   bool reverse,
+                                                                   Tensor grad_out) {
+  const auto w = prepare("causal_conv1d_silu_cpu_backward", x, weight, bias);
+  grad_out = torch::stable::to(grad_out, x.scalar_type());
+  const ScalarType compute = compute_dtype(x.scalar_type());
   const int64_t batch = x.size(0), channels = x.size(1), width = weight.size(1);
   const bool channel_last = is_channel_last(x);
-  auto grad_x = empty_in_layout_of(x);
-  auto grad_weight = at::empty({batch, channels, width}, weight.options());
-  auto grad_bias = at::empty({batch, channels}, weight.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mmvim_conv_bwd", [&] {
+  Tensor grad_x = empty_in_layout_of(x, x.scalar_type());
+  Tensor grad_weight = torch::stable::new_empty(x, {batch, channels, width}, compute);
+  Tensor grad_bias = torch::stable::new_empty(x, {batch, channels}, compute);
+  MMVIM_DISPATCH_FLOATING(x.scalar_type(), "causal_conv1d_silu_cpu_backward", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    const auto rows = make_rows<scalar_t, acc_t>(x, weight, bias, reverse);
-    const auto grads = make_rows<scalar_t, acc_t>(grad_out, weight, bias, reverse);
-    scalar_t* grad_x_data = grad_x.data_ptr<scalar_t>();
-    acc_t* grad_w_data = grad_weight.data_ptr<acc_t>();
-    acc_t* grad_b_data = grad_bias.data_ptr<acc_t>();
+    const auto rows = make_rows<scalar_t, acc_t>(x, w.weight, w.bias, reverse);
+    const auto grads = make_rows<scalar_t, acc_t>(grad_out, w.weight, w.bias, reverse);
+    scalar_t* grad_x_data = data_of<scalar_t>(grad_x);
+    acc_t* grad_w_data = data_of<acc_t>(grad_weight);
+    acc_t* grad_b_data = data_of<acc_t>(grad_bias);
     if (channel_last) {
       backward_channel_last(rows, grads, batch, grad_x_data, grad_w_data, grad_b_data);
       return;
     }
     const int64_t L = rows.length, K = width;
-    at::parallel_for(0, batch * channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, batch * channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> padded(L + 2 * (K - 1)), pre(L), grad_pre(L), grad_padded(L + 2 * (K - 1));
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / channels, c = r % channels;
@@ -273,7 +283,7 @@ std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const a
         grad_b_data[r] = sum_grad_pre;
         std::fill(grad_padded.begin(), grad_padded.end(), acc_t(0));
         for (int64_t k = 0; k < K; ++k) {
-          const acc_t w = weight.data_ptr<acc_t>()[c * K + k];
+          const acc_t w = rows.weight[c * K + k];
           const acc_t* __restrict src = padded.data() + rows.offset(k);
           acc_t* __restrict dst = grad_padded.data() + rows.offset(k);
           const acc_t* __restrict gp = grad_pre.data();
@@ -287,7 +297,13 @@ std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const a
       }
     });
   });
-  return {grad_x, grad_weight, grad_bias};
+  const int64_t batch_dim[] = {0};
+  Tensor grad_b = no_gradient(x);
+  if (bias.has_value())
+    grad_b = torch::stable::to(torch::stable::sum(grad_bias, batch_dim), bias->scalar_type());
+  return {grad_x,
+          torch::stable::to(torch::stable::sum(grad_weight, batch_dim), weight.scalar_type()),
+          grad_b};
 }
 
 }  // namespace mmvim

@@ -18,16 +18,12 @@
 // every chunk of kChunk tokens; the backward recomputes each chunk's states
 // from there (kChunk x d_state floats, in L1) and walks it backwards, so no
 // (batch, channels, length, d_state) tensor ever exists.
-#include <torch/extension.h>
-
-#include <ATen/Parallel.h>
-
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
 
-#include "cpu_layout.h"
 #include "cpu_math.h"
+#include "cpu_ops.h"
 
 #include <algorithm>
 #include <cmath>
@@ -126,8 +122,8 @@ struct StridedRows {
   int64_t channels = 0;  // z may have half the channels: row c reads c % channels
 
   StridedRows() = default;
-  explicit StridedRows(const at::Tensor& t)
-      : data(t.data_ptr<std::remove_const_t<T>>()),
+  explicit StridedRows(const Tensor& t)
+      : data(data_of<std::remove_const_t<T>>(t)),
         batch_stride(t.stride(0)),
         channel_stride(t.stride(1)),
         token_stride(t.stride(2)),
@@ -557,23 +553,25 @@ void backward_chunk(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scala
   }
 }
 
+// The scan's arguments as the kernels read them: Bt, Ct (b, g, l, n) and
+// A, D, bias contiguous in the compute dtype.
 template <typename scalar_t, typename acc_t>
-ScanInputs<scalar_t, acc_t> make_inputs(const at::Tensor& u, const at::Tensor& delta,
-                                        const at::Tensor& A, const at::Tensor& Bt,
-                                        const at::Tensor& Ct, const c10::optional<at::Tensor>& D,
-                                        const c10::optional<at::Tensor>& z,
-                                        const c10::optional<at::Tensor>& bias, bool softplus,
+ScanInputs<scalar_t, acc_t> make_inputs(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                        const Tensor& Bt, const Tensor& Ct,
+                                        const std::optional<Tensor>& D,
+                                        const std::optional<Tensor>& z,
+                                        const std::optional<Tensor>& bias, bool softplus,
                                         int64_t reverse_from) {
   ScanInputs<scalar_t, acc_t> in;
   in.u = Rows<scalar_t>(u);
   in.delta = Rows<scalar_t>(delta);
-  in.has_z = z.has_value() && z->defined();
+  in.has_z = z.has_value();
   if (in.has_z) in.z = Rows<scalar_t>(*z);
-  in.A = A.data_ptr<acc_t>();
-  in.Bt = Bt.data_ptr<acc_t>();
-  in.Ct = Ct.data_ptr<acc_t>();
-  in.D = D.has_value() && D->defined() ? D->data_ptr<acc_t>() : nullptr;
-  in.bias = bias.has_value() && bias->defined() ? bias->data_ptr<acc_t>() : nullptr;
+  in.A = data_of<acc_t>(A);
+  in.Bt = data_of<acc_t>(Bt);
+  in.Ct = data_of<acc_t>(Ct);
+  in.D = data_of<acc_t>(D);
+  in.bias = data_of<acc_t>(bias);
   in.softplus = softplus;
   in.batch = u.size(0);
   in.channels = u.size(1);
@@ -602,7 +600,7 @@ void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>&
   const int64_t N = in.n_state;
   const int64_t tiles = (in.channels + kTile - 1) / kTile;
   const int64_t blocks = (tiles + kTilesPerTask - 1) / kTilesPerTask;
-  at::parallel_for(0, in.batch * blocks, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, in.batch * blocks, 1, [&](int64_t begin, int64_t end) {
     ChunkScalars<acc_t> scalars;
     std::vector<acc_t> h(kTile * N), A2(kTile * N);
     const auto lane_scratch =
@@ -647,7 +645,7 @@ void backward_all(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_
   const int64_t per_group = in.channels / in.groups;
   const int64_t blocks = (per_group + kBackwardBlock - 1) / kBackwardBlock;
   const int64_t LN = in.length * N;
-  at::parallel_for(0, in.batch * in.groups * blocks, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, in.batch * in.groups * blocks, 1, [&](int64_t begin, int64_t end) {
     ChunkScalars<acc_t> scalars;
     std::vector<acc_t> scratch(2 * kChunk * N), A2(kTile * N), carry(kTile * N),
         grad_A(kTile * N);
@@ -684,123 +682,134 @@ void backward_all(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_
   });
 }
 
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "mmvim cpu scan: ", name, " must be a CPU tensor");
+// The arguments every entry point prepares the same way: B and C
+// token-major, the per-channel parameters in the compute dtype.
+struct PreparedScan {
+  Tensor Bt, Ct, A;
+  std::optional<Tensor> D, bias;
+};
+
+PreparedScan prepare(const char* op, const Tensor& u, const Tensor& delta, const Tensor& A,
+                     const Tensor& B, const Tensor& C, const std::optional<Tensor>& D,
+                     const std::optional<Tensor>& z, const std::optional<Tensor>& bias) {
+  check_cpu(u, op, "u");
+  STD_TORCH_CHECK(delta.scalar_type() == u.scalar_type() &&
+                      (!z.has_value() || z->scalar_type() == u.scalar_type()),
+                  "mmvim::", op, ": u, delta and z must have one dtype");
+  const ScalarType compute = compute_dtype(u.scalar_type());
+  // (b, g, n, l) -> (b, g, l, n): each token's B and C contiguous; the
+  // mixer's B and C already are, so nothing is copied.
+  return {contiguous_as(torch::stable::transpose(B, 2, 3), compute),
+          contiguous_as(torch::stable::transpose(C, 2, 3), compute), contiguous_as(A, compute),
+          contiguous_as(D, compute), contiguous_as(bias, compute)};
+}
+
+// Per-row partial sums (b, ...) of a per-channel gradient, summed over the
+// batch in the parameter's dtype.
+Tensor batch_sum(const Tensor& rows, const Tensor& like) {
+  const int64_t dims[] = {0};
+  return torch::stable::to(torch::stable::sum(rows, dims), like.scalar_type());
 }
 
 }  // namespace
 
-// Returns (y, states): y (b, d, l) in u's dtype; states (b, d, chunks, n) in
-// the compute dtype, empty unless save_states.
-std::vector<at::Tensor> selective_scan_forward(const at::Tensor& u, const at::Tensor& delta,
-                                               const at::Tensor& A, const at::Tensor& Bt,
-                                               const at::Tensor& Ct,
-                                               const c10::optional<at::Tensor>& D,
-                                               const c10::optional<at::Tensor>& z,
-                                               const c10::optional<at::Tensor>& bias,
-                                               bool softplus, int64_t reverse_from,
-                                               bool save_states) {
-  check_cpu(u, "u");
+std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, Tensor B,
+                                              Tensor C, std::optional<Tensor> D,
+                                              std::optional<Tensor> z,
+                                              std::optional<Tensor> delta_bias,
+                                              bool delta_softplus, int64_t reverse_from) {
+  const auto p = prepare("selective_scan_cpu", u, delta, A, B, C, D, z, delta_bias);
   // y takes u's layout when u is channel-last (the mixer's): the sum of the
   // directions and out_proj then read it without a transpose.
-  auto out = empty_in_layout_of(u);
-  at::Tensor states;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "mmvim_scan_fwd", [&] {
+  Tensor out = empty_in_layout_of(u, u.scalar_type());
+  const int64_t num_chunks = (u.size(2) + kChunk - 1) / kChunk;
+  Tensor states =
+      torch::stable::new_empty(u, {u.size(0), u.size(1), num_chunks, A.size(1)},
+                               compute_dtype(u.scalar_type()));
+  MMVIM_DISPATCH_FLOATING(u.scalar_type(), "selective_scan_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    auto in = make_inputs<scalar_t, acc_t>(u, delta, A, Bt, Ct, D, z, bias, softplus,
-                                           reverse_from);
-    states = save_states ? at::empty({in.batch, in.channels, in.num_chunks, in.n_state},
-                                     A.options())
-                         : at::empty({0}, A.options());
-    acc_t* states_ptr = save_states ? states.data_ptr<acc_t>() : nullptr;
+    auto in = make_inputs<scalar_t, acc_t>(u, delta, p.A, p.Bt, p.Ct, p.D, z, p.bias,
+                                           delta_softplus, reverse_from);
     if (in.n_state == 16)
-      forward_all<scalar_t, acc_t, 16>(in, OutRows<scalar_t>(out), states_ptr);
+      forward_all<scalar_t, acc_t, 16>(in, OutRows<scalar_t>(out), data_of<acc_t>(states));
     else
-      forward_all<scalar_t, acc_t, 0>(in, OutRows<scalar_t>(out), states_ptr);
+      forward_all<scalar_t, acc_t, 0>(in, OutRows<scalar_t>(out), data_of<acc_t>(states));
   });
   return {out, states};
 }
 
-// Returns grad_u, grad_delta (b, d, l) and grad_z (b, d, l) or empty, in u's
-// dtype; grad_A (b, d, n), grad_Bt, grad_Ct (b, g, l, n), grad_D, grad_bias
-// (b, d) or empty, in the compute dtype: the caller sums over the batch.
-std::vector<at::Tensor> selective_scan_backward(
-    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& Bt,
-    const at::Tensor& Ct, const c10::optional<at::Tensor>& D,
-    const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& bias, bool softplus,
-    int64_t reverse_from, const at::Tensor& states, const at::Tensor& grad_y) {
-  check_cpu(u, "u");
-  const auto contiguous = u.options().memory_format(at::MemoryFormat::Contiguous);
-  auto grad_u = at::empty(u.sizes(), contiguous);
-  auto grad_delta = at::empty(u.sizes(), contiguous);
-  const bool has_z = z.has_value() && z->defined();
-  auto grad_z = has_z ? at::empty(u.sizes(), contiguous) : at::Tensor();
-  const int64_t batch = u.size(0), channels = u.size(1), groups = Bt.size(1);
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>
+selective_scan_cpu_backward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C,
+                            std::optional<Tensor> D, std::optional<Tensor> z,
+                            std::optional<Tensor> delta_bias, bool delta_softplus,
+                            int64_t reverse_from, Tensor states, Tensor grad_y) {
+  const auto p = prepare("selective_scan_cpu_backward", u, delta, A, B, C, D, z, delta_bias);
+  const ScalarType compute = compute_dtype(u.scalar_type());
+  STD_TORCH_CHECK(states.scalar_type() == compute && states.is_contiguous(),
+                  "mmvim::selective_scan_cpu_backward: states must be the forward's");
+  grad_y = torch::stable::to(grad_y, u.scalar_type());
+  const int64_t batch = u.size(0), channels = u.size(1), length = u.size(2);
+  const int64_t n_state = A.size(1), groups = B.size(1);
   const int64_t blocks = ((channels / groups) + kBackwardBlock - 1) / kBackwardBlock;
-  auto grad_A = at::empty({batch, channels, A.size(1)}, A.options());
-  const bool has_D = D.has_value() && D->defined();
-  const bool has_bias = bias.has_value() && bias->defined();
-  auto grad_D = has_D ? at::empty({batch, channels}, A.options()) : at::Tensor();
-  auto grad_bias = has_bias ? at::empty({batch, channels}, A.options()) : at::Tensor();
-  auto grad_Bt_blocks = at::zeros({batch, groups, blocks, u.size(2), A.size(1)}, A.options());
-  auto grad_Ct_blocks = at::zeros_like(grad_Bt_blocks);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "mmvim_scan_bwd", [&] {
+  Tensor grad_u = torch::stable::new_empty(u, {batch, channels, length});
+  Tensor grad_delta = torch::stable::new_empty(u, {batch, channels, length});
+  // One row per scanned channel: both directions of a shared z add below.
+  std::optional<Tensor> grad_z_rows;
+  if (z.has_value()) grad_z_rows = torch::stable::new_empty(u, {batch, channels, length});
+  Tensor grad_A_rows = torch::stable::new_empty(u, {batch, channels, n_state}, compute);
+  Tensor grad_D_rows = torch::stable::new_empty(u, {batch, channels}, compute);
+  Tensor grad_bias_rows = torch::stable::new_empty(u, {batch, channels}, compute);
+  Tensor grad_Bt_blocks =
+      torch::stable::new_zeros(u, {batch, groups, blocks, length, n_state}, compute);
+  Tensor grad_Ct_blocks =
+      torch::stable::new_zeros(u, {batch, groups, blocks, length, n_state}, compute);
+  MMVIM_DISPATCH_FLOATING(u.scalar_type(), "selective_scan_cpu_backward", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    auto in = make_inputs<scalar_t, acc_t>(u, delta, A, Bt, Ct, D, z, bias, softplus,
-                                           reverse_from);
+    auto in = make_inputs<scalar_t, acc_t>(u, delta, p.A, p.Bt, p.Ct, p.D, z, p.bias,
+                                           delta_softplus, reverse_from);
     ScanGrads<scalar_t, acc_t> gr;
     gr.grad_y = Rows<scalar_t>(grad_y);
-    gr.grad_u = grad_u.data_ptr<scalar_t>();
-    gr.grad_delta = grad_delta.data_ptr<scalar_t>();
-    gr.grad_z = has_z ? grad_z.data_ptr<scalar_t>() : nullptr;
-    gr.grad_A = grad_A.data_ptr<acc_t>();
-    gr.grad_D = has_D ? grad_D.data_ptr<acc_t>() : nullptr;
-    gr.grad_bias = has_bias ? grad_bias.data_ptr<acc_t>() : nullptr;
-    gr.grad_Bt_blocks = grad_Bt_blocks.data_ptr<acc_t>();
-    gr.grad_Ct_blocks = grad_Ct_blocks.data_ptr<acc_t>();
+    gr.grad_u = data_of<scalar_t>(grad_u);
+    gr.grad_delta = data_of<scalar_t>(grad_delta);
+    gr.grad_z = data_of<scalar_t>(grad_z_rows);
+    gr.grad_A = data_of<acc_t>(grad_A_rows);
+    gr.grad_D = D.has_value() ? data_of<acc_t>(grad_D_rows) : nullptr;
+    gr.grad_bias = delta_bias.has_value() ? data_of<acc_t>(grad_bias_rows) : nullptr;
+    gr.grad_Bt_blocks = data_of<acc_t>(grad_Bt_blocks);
+    gr.grad_Ct_blocks = data_of<acc_t>(grad_Ct_blocks);
     if (in.n_state == 16)
-      backward_all<scalar_t, acc_t, 16>(in, gr, states.data_ptr<acc_t>());
+      backward_all<scalar_t, acc_t, 16>(in, gr, data_of<acc_t>(states));
     else
-      backward_all<scalar_t, acc_t, 0>(in, gr, states.data_ptr<acc_t>());
+      backward_all<scalar_t, acc_t, 0>(in, gr, data_of<acc_t>(states));
   });
-  // Sum the blocks' buffers in block order: deterministic.
-  return {grad_u, grad_delta, grad_z, grad_A, grad_Bt_blocks.sum(2), grad_Ct_blocks.sum(2),
-          grad_D, grad_bias};
+  // Sum the blocks' buffers in block order: deterministic. Back to
+  // (b, g, n, l), contiguous, in B's and C's dtypes.
+  const int64_t block_dim[] = {2};
+  const auto token_major_sum = [&](const Tensor& blocks_sum, const Tensor& like) {
+    return contiguous_as(
+        torch::stable::transpose(torch::stable::sum(blocks_sum, block_dim), 2, 3),
+        like.scalar_type());
+  };
+  Tensor grad_z = no_gradient(u);
+  if (z.has_value()) {
+    grad_z = *grad_z_rows;
+    if (z->size(1) != channels) {
+      // One gate shared by both directions: add the halves' gradients.
+      const int64_t half_dim[] = {1};
+      grad_z = torch::stable::sum(
+          torch::stable::view(grad_z, {batch, channels / z->size(1), z->size(1), length}),
+          half_dim, false, compute);
+    }
+    grad_z = torch::stable::to(grad_z, z->scalar_type());
+  }
+  return {grad_u,
+          grad_delta,
+          batch_sum(grad_A_rows, A),
+          token_major_sum(grad_Bt_blocks, B),
+          token_major_sum(grad_Ct_blocks, C),
+          D.has_value() ? batch_sum(grad_D_rows, *D) : no_gradient(u),
+          grad_z,
+          delta_bias.has_value() ? batch_sum(grad_bias_rows, *delta_bias) : no_gradient(u)};
 }
-
-// The instruction sets this build was compiled for, so that Python can refuse
-// to run it on a CPU without them instead of crashing.
-std::vector<std::string> compiled_isa() {
-  std::vector<std::string> isa;
-#ifdef __AVX512F__
-  isa.push_back("avx512f");
-#endif
-#ifdef __AVX2__
-  isa.push_back("avx2");
-#endif
-#ifdef __FMA__
-  isa.push_back("fma");
-#endif
-#ifdef __ARM_NEON
-  isa.push_back("neon");
-#endif
-  return isa;
-}
-
-// causal_conv1d_cpu.cpp
-at::Tensor causal_conv1d_silu_forward(const at::Tensor& x, const at::Tensor& weight,
-                                      const c10::optional<at::Tensor>& bias, bool reverse);
-std::vector<at::Tensor> causal_conv1d_silu_backward(const at::Tensor& x, const at::Tensor& weight,
-                                                    const c10::optional<at::Tensor>& bias,
-                                                    bool reverse, const at::Tensor& grad_out);
 
 }  // namespace mmvim
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mmvim's selective scan and causal conv for CPUs";
-  m.def("selective_scan_forward", &mmvim::selective_scan_forward);
-  m.def("selective_scan_backward", &mmvim::selective_scan_backward);
-  m.def("causal_conv1d_silu_forward", &mmvim::causal_conv1d_silu_forward);
-  m.def("causal_conv1d_silu_backward", &mmvim::causal_conv1d_silu_backward);
-  m.def("compiled_isa", &mmvim::compiled_isa);
-}

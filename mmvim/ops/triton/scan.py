@@ -1,13 +1,20 @@
-"""The Triton selective scan as an autograd Function: launches and the
-deterministic reductions of the per-block partial gradients."""
+"""The Triton selective scan as the operator pair
+``mmvim::selective_scan_triton`` / ``..._backward``
+(``torch.library.triton_op``): launches and the deterministic reductions of
+the per-block partial gradients."""
 import contextlib
-from typing import NamedTuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
+from torch import Tensor
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.library import wrap_triton
 from triton.runtime.interpreter import InterpretedFunction
 
+from ..library import (SavedStates, compute_dtype, define_scan_operators,
+                       empty_in_layout_of, no_gradient)
 from .interpreter import speed_up_interpreted_scans
 from .kernels import selective_scan_bwd_kernel, selective_scan_fwd_kernel
 
@@ -59,11 +66,31 @@ def _device_of(tensor):
     return contextlib.nullcontext()
 
 
+def _launcher(kernel):
+    """``kernel[grid](...)`` as Inductor and export see it (``wrap_triton``).
+    The interpreter's kernels run as they are; on fake tensors (the
+    operator's fake implementation is its own body) nothing is launched."""
+    if not interpreting():
+        return wrap_triton(kernel)
+
+    class Interpreted:
+
+        def __getitem__(self, grid):
+
+            def launch(*args, **kwargs):
+                if not any(isinstance(arg, FakeTensor) for arg in args):
+                    kernel[grid](*args, **kwargs)
+
+            return launch
+
+    return Interpreted()
+
+
 class _Launch:
     """Arguments both kernels share, from the forward's inputs."""
 
     def __init__(self, block_d, chunk, u, delta, A, B, C, D, z, delta_bias,
-                 delta_softplus, forward_groups):
+                 delta_softplus, reverse_from):
         self.batch, self.channels, self.length = u.shape
         self.groups, self.d_state = B.shape[1], B.shape[2]
         self.group_channels = self.channels // self.groups
@@ -71,8 +98,7 @@ class _Launch:
         self.block_d = min(block_d,
                            triton.next_power_of_2(self.group_channels))
         self.num_chunks = triton.cdiv(self.length, chunk)
-        self.compute_dtype = torch.float64 if u.dtype == torch.float64 \
-            else torch.float32
+        self.compute_dtype = compute_dtype(u.dtype)
         self.z_channels = self.channels if z is None else z.shape[1]
         self.grid = (self.batch, self.groups,
                      triton.cdiv(self.group_channels, self.block_d))
@@ -90,7 +116,8 @@ class _Launch:
             DELTA_SOFTPLUS=bool(delta_softplus),
             COMPUTE=tl.float64 if self.compute_dtype == torch.float64 else
             tl.float32)
-        self.forward_groups = forward_groups
+        # The groups from here on scan from the last token to the first.
+        self.forward_groups = reverse_from // self.group_channels
 
     def sizes(self):
         return (self.length, self.group_channels, self.num_chunks,
@@ -101,80 +128,71 @@ class _Launch:
                            device=like.device)
 
 
-class SelectiveScanTriton(torch.autograd.Function):
-    """The scan of B, C grouped (b, g, n, l); the groups from
-    ``forward_groups`` on scan from the last token to the first."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                forward_groups):
-        tiles = TILES
-        launch = _Launch(tiles.forward_block_d, tiles.chunk, u, delta, A, B,
-                         C, D, z, delta_bias, delta_softplus, forward_groups)
-        y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-        states = launch.new(u, launch.batch, launch.channels,
-                            launch.num_chunks, launch.block_n)
-        with _device_of(u):
-            _forward_kernel[launch.grid](*launch.pointers, y, states,
-                                         *launch.sizes(), *launch.strides,
-                                         *y.stride(), forward_groups,
-                                         **launch.flags)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
-        ctx.tiles = tiles
-        ctx.options = (delta_softplus, forward_groups)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        launch = _Launch(ctx.tiles.backward_block_d, ctx.tiles.chunk, u,
-                         delta, A, B, C, D, z, delta_bias, *ctx.options)
-        batch, channels, length = u.shape
-        grad_u = torch.empty(u.shape, dtype=u.dtype, device=u.device)
-        grad_delta = torch.empty(delta.shape, dtype=delta.dtype,
-                                 device=u.device)
-        # One row per scanned channel: both directions of a shared z add.
-        # Without z the kernel writes none: any pointer does.
-        grad_z_rows = grad_u if z is None else launch.new(
-            u, batch, channels, length)
-        grad_A_rows = launch.new(u, batch, channels, launch.d_state)
-        grad_D_rows = launch.new(u, batch, channels)
-        grad_bias_rows = launch.new(u, batch, channels)
-        partial = (batch, launch.groups, launch.grid[2], launch.d_state,
-                   length)
-        grad_B_parts = launch.new(u, *partial)
-        grad_C_parts = launch.new(u, *partial)
-        with _device_of(u):
-            _backward_kernel[launch.grid](
-                *launch.pointers, states, grad_y, grad_u, grad_delta,
-                grad_z_rows, grad_A_rows, grad_B_parts, grad_C_parts,
-                grad_D_rows, grad_bias_rows, *launch.sizes(),
-                *launch.strides, *grad_y.stride(), launch.forward_groups,
-                **launch.flags)
-        grad_z = None
-        if z is not None:
-            grad_z = grad_z_rows.view(batch, -1, z.shape[1],
-                                      length).sum(1).to(z.dtype)
-        return (grad_u, grad_delta, grad_A_rows.sum(0).to(A.dtype),
-                grad_B_parts.sum(2).to(B.dtype),
-                grad_C_parts.sum(2).to(C.dtype),
-                None if D is None else grad_D_rows.sum(0).to(D.dtype), grad_z,
-                None if delta_bias is None else grad_bias_rows.sum(0).to(
-                    delta_bias.dtype), None, None)
+# The forward saves the state at the start of every chunk of TILES.chunk
+# tokens, BLOCK_N (the next power of two of d_state) wide.
+SAVED = SavedStates(chunk_length=lambda length: TILES.chunk,
+                    width=triton.next_power_of_2)
 
 
-def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                          delta_softplus=False, bidirectional=False):
-    """The selective scan with mamba-ssm's ``selective_scan_fn`` arguments
-    (checked by :mod:`mmvim.ops.mamba_ops`).
+# triton_op infers its schema from the annotations (the same as
+# library.SCHEMAS; a test compares them).
+def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                 D: Optional[Tensor], z: Optional[Tensor],
+                 delta_bias: Optional[Tensor], delta_softplus: bool,
+                 reverse_from: int) -> Tuple[Tensor, Tensor]:
+    """``mmvim::selective_scan_triton``: one launch for both directions."""
+    launch = _Launch(TILES.forward_block_d, TILES.chunk, u, delta, A, B, C, D,
+                     z, delta_bias, delta_softplus, reverse_from)
+    y = empty_in_layout_of(u)
+    states = launch.new(u, *SAVED.shape(u, A))
+    with _device_of(u):
+        _launcher(_forward_kernel)[launch.grid](
+            *launch.pointers, y, states, *launch.sizes(), *launch.strides,
+            *y.stride(), launch.forward_groups, **launch.flags)
+    return y, states
 
-    ``bidirectional``: B, C (b, g, n, l) with g even; the channels of the
-    last g/2 groups scan from the last token to the first, and z (b, d/2, l)
-    gates both halves.
-    """
-    grouped_B = B.reshape(B.shape[0], -1, *B.shape[-2:])
-    grouped_C = C.reshape(grouped_B.shape)
-    groups = grouped_B.shape[1]
-    return SelectiveScanTriton.apply(u, delta, A, grouped_B, grouped_C, D,
-                                     z, delta_bias, delta_softplus,
-                                     groups // 2 if bidirectional else groups)
+
+def scan_backward(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+    D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+    delta_softplus: bool, reverse_from: int, states: Tensor, grad_y: Tensor
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``mmvim::selective_scan_triton_backward``: the kernel writes per-row
+    and per-program partial gradients, summed here in a fixed order."""
+    launch = _Launch(TILES.backward_block_d, TILES.chunk, u, delta, A, B, C,
+                     D, z, delta_bias, delta_softplus, reverse_from)
+    batch, channels, length = u.shape
+    grad_y = grad_y.to(u.dtype)
+    grad_u = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    grad_delta = torch.empty(delta.shape, dtype=delta.dtype, device=u.device)
+    # One row per scanned channel: both directions of a shared z add.
+    # Without z the kernel writes none: any pointer does.
+    grad_z_rows = grad_u if z is None else launch.new(
+        u, batch, channels, length)
+    grad_A_rows = launch.new(u, batch, channels, launch.d_state)
+    grad_D_rows = launch.new(u, batch, channels)
+    grad_bias_rows = launch.new(u, batch, channels)
+    partial = (batch, launch.groups, launch.grid[2], launch.d_state, length)
+    grad_B_parts = launch.new(u, *partial)
+    grad_C_parts = launch.new(u, *partial)
+    with _device_of(u):
+        _launcher(_backward_kernel)[launch.grid](
+            *launch.pointers, states, grad_y, grad_u, grad_delta,
+            grad_z_rows, grad_A_rows, grad_B_parts, grad_C_parts,
+            grad_D_rows, grad_bias_rows, *launch.sizes(), *launch.strides,
+            *grad_y.stride(), launch.forward_groups, **launch.flags)
+
+    def summed(rows, like, dim=0):
+        return no_gradient(u) if like is None else rows.sum(dim).to(
+            like.dtype)
+
+    grad_z = no_gradient(u) if z is None else grad_z_rows.view(
+        batch, -1, z.shape[1], length).sum(1).to(z.dtype)
+    return (grad_u, grad_delta, summed(grad_A_rows, A),
+            summed(grad_B_parts, B, 2), summed(grad_C_parts, C, 2),
+            summed(grad_D_rows, D), grad_z, summed(grad_bias_rows,
+                                                     delta_bias))
+
+
+define_scan_operators('triton', scan_forward, scan_backward, SAVED,
+                      triton=True)

@@ -1,0 +1,37 @@
+// The CPU operators of mmvim's `cpu` backend (registered in cpu_ops.cpp).
+#pragma once
+
+#include "stable_tensor.h"
+
+#include <optional>
+#include <tuple>
+
+namespace mmvim {
+
+// (y, states): y in u's dtype and layout; states (b, d, chunks, n), the
+// state at the start of every 64-token chunk, in the compute dtype.
+std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, Tensor B,
+                                              Tensor C, std::optional<Tensor> D,
+                                              std::optional<Tensor> z,
+                                              std::optional<Tensor> delta_bias,
+                                              bool delta_softplus, int64_t reverse_from);
+
+// Every input's gradient, contiguous, in its dtype and shape (empty for an
+// absent optional input).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>
+selective_scan_cpu_backward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C,
+                            std::optional<Tensor> D, std::optional<Tensor> z,
+                            std::optional<Tensor> delta_bias, bool delta_softplus,
+                            int64_t reverse_from, Tensor states, Tensor grad_y);
+
+// silu(causal depthwise conv(x)) in x's dtype and layout.
+Tensor causal_conv1d_silu_cpu(Tensor x, Tensor weight, std::optional<Tensor> bias,
+                              bool reverse);
+
+// (grad_x in x's layout, grad_weight, grad_bias or empty).
+std::tuple<Tensor, Tensor, Tensor> causal_conv1d_silu_cpu_backward(Tensor x, Tensor weight,
+                                                                   std::optional<Tensor> bias,
+                                                                   bool reverse,
+                                                                   Tensor grad_out);
+
+}  // namespace mmvim

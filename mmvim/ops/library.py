@@ -1,0 +1,245 @@
+"""The Mamba ops as ``torch.library`` operators in the ``mmvim`` namespace.
+
+Every backend implements the same two ops, each with the same schema, as
+operators of its own (``mmvim::selective_scan_<backend>``,
+``mmvim::causal_conv1d_silu_<backend>``) with their backward operators; the
+registry picks the backend while Python runs, so ``torch.compile``,
+``torch.export`` and ``FakeTensorMode`` see one call of one operator per op.
+
+- ``selective_scan_<b>(u, delta, A, B, C, D?, z?, delta_bias?, delta_softplus,
+  reverse_from) -> (y, states)``: B and C grouped ``(b, g, n, l)``; the
+  channels from ``reverse_from`` on (a group boundary, or d) scan from the last
+  token to the first; z is ``(b, d, l)`` or ``(b, d/2, l)``, then shared by
+  channel c and c + d/2. y is in u's dtype and layout
+  (:func:`empty_in_layout_of`); ``states`` is what the backward needs besides
+  the inputs: ``(b, d, chunks, width)`` in the compute dtype, where each
+  backend says how many chunks and how wide (:class:`SavedStates`).
+- ``selective_scan_<b>_backward(..., states, grad_y)``: the gradients of u,
+  delta, A, B, C, D, z, delta_bias, each a new contiguous tensor in its input's
+  shape and dtype (empty where the optional input is absent).
+- ``causal_conv1d_silu_<b>(x, weight, bias?, reverse) -> out`` in x's dtype
+  and layout, and its backward ``-> (grad_x in x's layout, grad_weight,
+  grad_bias)``.
+
+The forward operators carry their autograd formula (their backward
+operator). A backend written in Python defines its operators with
+:func:`define_scan_operators` / :func:`define_conv_operators`; a compiled one
+declares the same schemas and registers its fake implementations and autograd
+with :func:`register_scan_python_parts` / :func:`register_conv_python_parts`.
+"""
+from typing import Callable, NamedTuple, Optional
+
+import torch
+
+NAMESPACE = 'mmvim'
+SCAN_ARGUMENTS = ('Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, '
+                  'Tensor? D, Tensor? z, Tensor? delta_bias, '
+                  'bool delta_softplus, SymInt reverse_from')
+CONV_ARGUMENTS = 'Tensor x, Tensor weight, Tensor? bias, bool reverse'
+SCHEMAS = {
+    'selective_scan': f'({SCAN_ARGUMENTS}) -> (Tensor, Tensor)',
+    'selective_scan_backward':
+    f'({SCAN_ARGUMENTS}, Tensor states, Tensor grad_y) -> (Tensor, Tensor, '
+    'Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)',
+    'causal_conv1d_silu': f'({CONV_ARGUMENTS}) -> Tensor',
+    'causal_conv1d_silu_backward':
+    f'({CONV_ARGUMENTS}, Tensor grad_out) -> (Tensor, Tensor, Tensor)',
+}
+
+
+def operator_name(op: str, backend: str, backward: bool = False) -> str:
+    """``selective_scan``, ``cpu`` -> ``selective_scan_cpu`` (the name in the
+    ``mmvim`` namespace)."""
+    return f'{op}_{backend}' + ('_backward' if backward else '')
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The state's dtype: float64 for float64 inputs, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def is_channel_last(tensor: torch.Tensor) -> bool:
+    return tensor.stride(1) == 1 and tensor.shape[1] > 1
+
+
+def empty_in_layout_of(tensor: torch.Tensor,
+                       dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """A new (b, d, l) tensor laid out like ``tensor``: channel-last when it is
+    (the mixer's views), so the next op reads it without a transpose; else
+    contiguous. The compiled kernels follow the same rule
+    (csrc/stable_tensor.h)."""
+    batch, channels, length = tensor.shape
+    dtype = dtype or tensor.dtype
+    if not is_channel_last(tensor):
+        return tensor.new_empty((batch, channels, length), dtype=dtype)
+    return tensor.new_empty((batch, length, channels),
+                            dtype=dtype).transpose(1, 2)
+
+
+def no_gradient(like: torch.Tensor) -> torch.Tensor:
+    """The gradient of an absent optional input (outputs cannot be None)."""
+    return like.new_empty(0)
+
+
+class SavedStates(NamedTuple):
+    """What a backend's forward saves: the state at the start of each chunk
+    of ``chunk_length(l)`` tokens, ``width(n)`` values wide."""
+    chunk_length: Callable[[int], int]
+    width: Callable[[int], int] = lambda d_state: d_state
+
+    def shape(self, u: torch.Tensor, A: torch.Tensor):
+        batch, channels, length = u.shape
+        chunk = self.chunk_length(length)
+        chunks = 0 if chunk == 0 else (length + chunk - 1) // chunk
+        return (batch, channels, chunks, self.width(A.shape[1]))
+
+
+def _scan_fake(saved: SavedStates):
+
+    def fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+             reverse_from):
+        return (empty_in_layout_of(u),
+                u.new_empty(saved.shape(u, A),
+                            dtype=compute_dtype(u.dtype)))
+
+    return fake
+
+
+def _scan_backward_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                        reverse_from, states, grad_y):
+    return tuple(
+        no_gradient(u) if t is None else torch.empty_like(
+            t, memory_format=torch.contiguous_format)
+        for t in (u, delta, A, B, C, D, z, delta_bias))
+
+
+def _conv_fake(x, weight, bias, reverse):
+    return empty_in_layout_of(x)
+
+
+def _conv_backward_fake(x, weight, bias, reverse, grad_out):
+    return (empty_in_layout_of(x),
+            torch.empty_like(weight, memory_format=torch.contiguous_format),
+            no_gradient(x) if bias is None else torch.empty_like(
+                bias, memory_format=torch.contiguous_format))
+
+
+def _operator(name: str):
+    return getattr(getattr(torch.ops, NAMESPACE), name).default
+
+
+def _qualified(name: str) -> str:
+    return f'{NAMESPACE}::{name}'
+
+
+def _gradients_of_given(grads, needs_input_grad, inputs):
+    """The backward operator's gradients, None for inputs that are absent or
+    need none."""
+    return tuple(grad if needed and given is not None else None
+                 for grad, needed, given in zip(grads, needs_input_grad,
+                                                inputs))
+
+
+def _register_scan_autograd(backend: str) -> None:
+    backward = _operator(operator_name('selective_scan', backend, True))
+
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs[:8], output[1])
+        ctx.options = inputs[8:]
+
+    def gradients(ctx, grad_y, _grad_states):
+        *inputs, states = ctx.saved_tensors
+        grads = backward(*inputs, *ctx.options, states, grad_y)
+        return (*_gradients_of_given(grads, ctx.needs_input_grad, inputs),
+                None, None)
+
+    torch.library.register_autograd(
+        _qualified(operator_name('selective_scan', backend)), gradients,
+        setup_context=setup_context)
+
+
+def _register_conv_autograd(backend: str) -> None:
+    backward = _operator(operator_name('causal_conv1d_silu', backend, True))
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:3])
+        ctx.reverse = inputs[3]
+
+    def gradients(ctx, grad_out):
+        inputs = ctx.saved_tensors
+        grads = backward(*inputs, ctx.reverse, grad_out)
+        return (*_gradients_of_given(grads, ctx.needs_input_grad, inputs),
+                None)
+
+    torch.library.register_autograd(
+        _qualified(operator_name('causal_conv1d_silu', backend)), gradients,
+        setup_context=setup_context)
+
+
+def register_scan_python_parts(backend: str, saved: SavedStates) -> None:
+    """Fake implementations and autograd of a scan operator pair whose
+    schemas and kernels were registered elsewhere (the compiled library)."""
+    torch.library.register_fake(
+        _qualified(operator_name('selective_scan', backend)),
+        _scan_fake(saved))
+    torch.library.register_fake(
+        _qualified(operator_name('selective_scan', backend, True)),
+        _scan_backward_fake)
+    _register_scan_autograd(backend)
+
+
+def register_conv_python_parts(backend: str) -> None:
+    """As :func:`register_scan_python_parts`, for a conv operator pair."""
+    torch.library.register_fake(
+        _qualified(operator_name('causal_conv1d_silu', backend)), _conv_fake)
+    torch.library.register_fake(
+        _qualified(operator_name('causal_conv1d_silu', backend, True)),
+        _conv_backward_fake)
+    _register_conv_autograd(backend)
+
+
+def define_scan_operators(backend: str,
+                          forward: Callable,
+                          backward: Callable,
+                          saved: SavedStates,
+                          triton: bool = False) -> None:
+    """Define ``mmvim::selective_scan_<backend>`` and its backward from Python
+    implementations, with fake implementations and autograd. ``triton``: as
+    ``torch.library.triton_op``, whose implementation (Triton launches through
+    ``wrap_triton``) Inductor sees and which is its own fake."""
+    define = torch.library.triton_op if triton else torch.library.custom_op
+    for kernel, is_backward in ((forward, False), (backward, True)):
+        define(_qualified(operator_name('selective_scan', backend,
+                                        is_backward)),
+               kernel, mutates_args=(),
+               schema=SCHEMAS['selective_scan' +
+                              ('_backward' if is_backward else '')])
+    if triton:
+        _register_scan_autograd(backend)
+    else:
+        register_scan_python_parts(backend, saved)
+
+
+def define_conv_operators(backend: str, forward: Callable,
+                          backward: Callable) -> None:
+    """Define ``mmvim::causal_conv1d_silu_<backend>`` and its backward from
+    Python implementations, with fake implementations and autograd."""
+    for kernel, is_backward in ((forward, False), (backward, True)):
+        torch.library.custom_op(
+            _qualified(operator_name('causal_conv1d_silu', backend,
+                                     is_backward)),
+            kernel, mutates_args=(),
+            schema=SCHEMAS['causal_conv1d_silu' +
+                           ('_backward' if is_backward else '')])
+    register_conv_python_parts(backend)
+
+
+def scan_operator(backend: str) -> Callable:
+    """The forward scan operator of ``backend``."""
+    return _operator(operator_name('selective_scan', backend))
+
+
+def conv_operator(backend: str) -> Callable:
+    """The forward conv operator of ``backend``."""
+    return _operator(operator_name('causal_conv1d_silu', backend))
