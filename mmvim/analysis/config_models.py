@@ -3,14 +3,15 @@ measuring (benchmark) and counting (get_flops) without a dataset."""
 import torch
 
 
-def build_config_model(config: str):
-    """(model, scope): the model of an mmseg / mmdet config, SyncBN as BN."""
+def build_config_model(config):
+    """(model, scope): the model of an mmseg / mmdet config (a path or a
+    loaded Config), SyncBN as BN."""
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import MODELS, init_default_scope
 
     import mmvim  # noqa: F401 - registers VisionMamba & co.
-    cfg = Config.fromfile(config)
+    cfg = config if isinstance(config, Config) else Config.fromfile(config)
     scope = cfg.get('default_scope', 'mmseg')
     init_default_scope(scope)
     return revert_sync_batchnorm(MODELS.build(cfg.model)), scope
