@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .flipping import FlippedDirections
-from .library import SavedStates, empty_in_layout_of, no_gradient
+from .library import SavedStates, empty_in_layout_of
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -348,7 +348,7 @@ def _selective_scan_backward(u, delta, A, B, C, D, z, delta_bias,
 
 def _sequential(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """The plain token-by-token loop with the reference's semantics, one
-    direction, B and C (b, g, n, l), autograd through it."""
+    direction, B and C (b, g, n, l)."""
     dtype, out_dtype = _compute_dtype(u), u.dtype
     u, delta, A = u.to(dtype), delta.to(dtype), A.to(dtype)
     B, C = B.to(dtype), C.to(dtype)
@@ -377,47 +377,80 @@ def _sequential(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return y.to(out_dtype)
 
 
-def _sequential_both_ways(u, delta, A, B, C, D, z, delta_bias,
-                          delta_softplus, reverse_from):
-    flipped = FlippedDirections(u, B, reverse_from)
-    y = _sequential(*flipped.inputs(u, delta, A, B, C, D, z, delta_bias),
-                    delta_softplus)
-    return flipped.restore(y)
-
-
 def sequential_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                        reverse_from):
     """``mmvim::selective_scan_sequential``: y, and no saved states (the
-    backward runs the loop again)."""
-    y = _sequential_both_ways(u, delta, A, B, C, D, z, delta_bias,
-                              delta_softplus, reverse_from)
+    backward runs the loop again). The ground truth of the other backends'
+    outputs."""
+    flipped = FlippedDirections(u, B, reverse_from)
+    y = _sequential(*flipped.inputs(u, delta, A, B, C, D, z, delta_bias),
+                    delta_softplus)
     output = empty_in_layout_of(u)
-    output.copy_(y)
+    output.copy_(flipped.restore(y))
     return output, u.new_empty(SEQUENTIAL_STATES.shape(u, A),
                                dtype=_compute_dtype(u))
 
 
 def sequential_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                         reverse_from, states, grad_y):
-    """``mmvim::selective_scan_sequential_backward``: autograd through the
-    loop (``torch.func.vjp``, which works inside an operator), the ground
-    truth the other backends' hand-written backward passes are tested
-    against."""
-    given = [(i, t) for i, t in enumerate((u, delta, A, B, C, D, z,
-                                           delta_bias)) if t is not None]
+    """``mmvim::selective_scan_sequential_backward``: the adjoint token loop,
+    with the forward's every state kept ((b, d, l, n): this is the reference,
+    not the fast path). lambda_t = g_t C_t + a_{t+1} lambda_{t+1} is
+    dL/dh_t; float64 gradchecks hold every backend's backward to the
+    numbers."""
+    flipped = FlippedDirections(u, B, reverse_from)
+    u_, delta_, A_, B_, C_, D_, z_, bias_ = flipped.inputs(
+        u, delta, A, B, C, D, z, delta_bias)
+    dtype = _compute_dtype(u)
+    batch, channels, length = u.shape
+    groups = B.shape[1]
+    u_, A_ = u_.to(dtype), A_.to(dtype)
+    pre = delta_.to(dtype)
+    if bias_ is not None:
+        pre = pre + bias_.to(dtype)[:, None]
+    dt = F.softplus(pre) if delta_softplus else pre
 
-    def loop(*tensors):
-        arguments = [u, delta, A, B, C, D, z, delta_bias]
-        for (i, _), tensor in zip(given, tensors):
-            arguments[i] = tensor
-        return _sequential_both_ways(*arguments, delta_softplus,
-                                     reverse_from)
+    def per_channel(bc):  # (b, g, n, l) -> (b, d, l, n)
+        return bc.to(dtype).repeat_interleave(channels // groups, 1)\
+            .transpose(-1, -2)
 
-    _, pullback = torch.func.vjp(loop, *(t for _, t in given))
-    grads = dict(zip((i for i, _ in given), pullback(grad_y.to(u.dtype))))
-    return tuple(
-        no_gradient(u) if t is None else grads[i].contiguous()
-        for i, t in enumerate((u, delta, A, B, C, D, z, delta_bias)))
+    B_, C_ = per_channel(B_), per_channel(C_)
+    decay = torch.exp(dt[..., None] * A_[:, None, :])
+    inputs = (dt * u_)[..., None] * B_
+    h = torch.zeros_like(decay)
+    for t in range(length):
+        h[:, :, t] = inputs[:, :, t] + (
+            decay[:, :, t] * h[:, :, t - 1] if t else 0)
+    g = flipped.restore(grad_y.to(dtype))
+    grad_z = None
+    if z_ is not None:
+        gate = z_.to(dtype)
+        y = (h * C_).sum(-1) + (0 if D_ is None else D_.to(dtype)[:, None]
+                                * u_)
+        sig = torch.sigmoid(gate)
+        grad_z = g * y * sig * (1 + gate * (1 - sig))
+        g = g * gate * sig
+    adjoint = torch.zeros_like(h)
+    for t in reversed(range(length)):
+        adjoint[:, :, t] = g[:, :, t, None] * C_[:, :, t] + (
+            decay[:, :, t + 1] * adjoint[:, :, t + 1] if t + 1 < length
+            else 0)
+    previous = torch.cat([torch.zeros_like(h[:, :, :1]), h[:, :, :-1]], 2)
+    grad_decay = adjoint * decay * previous  # dL/d(dt A)
+    adjoint_B = (adjoint * B_).sum(-1)
+    grad_dt = (grad_decay * A_[:, None, :]).sum(-1) + adjoint_B * u_
+    grad_u = adjoint_B * dt + (0 if D_ is None else D_.to(dtype)[:, None] * g)
+    grad_pre = grad_dt * torch.sigmoid(pre) if delta_softplus else grad_dt
+
+    def per_group(grad):  # (b, d, l, n) summed over each group's channels
+        return grad.unflatten(1, (groups, -1)).sum(2).transpose(-1, -2)
+
+    grads = (grad_u, grad_pre, (grad_decay * dt[..., None]).sum((0, 2)),
+             per_group(adjoint * (dt * u_)[..., None]),
+             per_group(g[..., None] * h),
+             None if D_ is None else (g * u_).sum((0, 2)), grad_z,
+             None if bias_ is None else grad_pre.sum((0, 2)))
+    return flipped.gradients(grads, u, delta, A, B, C, D, z, delta_bias)
 
 
 # The portable scan saves the start state of each of its ~sqrt(l) chunks;

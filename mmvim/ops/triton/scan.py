@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 import triton
 import triton.language as tl
-from torch._subclasses.fake_tensor import FakeTensor
 from torch.library import wrap_triton
 from triton.runtime.interpreter import InterpretedFunction
 
@@ -64,26 +63,6 @@ def _device_of(tensor):
     if tensor.is_cuda:
         return torch.cuda.device(tensor.device)
     return contextlib.nullcontext()
-
-
-def _launcher(kernel):
-    """``kernel[grid](...)`` as Inductor and export see it (``wrap_triton``).
-    The interpreter's kernels run as they are; on fake tensors (the
-    operator's fake implementation is its own body) nothing is launched."""
-    if not interpreting():
-        return wrap_triton(kernel)
-
-    class Interpreted:
-
-        def __getitem__(self, grid):
-
-            def launch(*args, **kwargs):
-                if not any(isinstance(arg, FakeTensor) for arg in args):
-                    kernel[grid](*args, **kwargs)
-
-            return launch
-
-    return Interpreted()
 
 
 class _Launch:
@@ -146,7 +125,7 @@ def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     y = empty_in_layout_of(u)
     states = launch.new(u, *SAVED.shape(u, A))
     with _device_of(u):
-        _launcher(_forward_kernel)[launch.grid](
+        wrap_triton(_forward_kernel)[launch.grid](
             *launch.pointers, y, states, *launch.sizes(), *launch.strides,
             *y.stride(), launch.forward_groups, **launch.flags)
     return y, states
@@ -176,7 +155,7 @@ def scan_backward(
     grad_B_parts = launch.new(u, *partial)
     grad_C_parts = launch.new(u, *partial)
     with _device_of(u):
-        _launcher(_backward_kernel)[launch.grid](
+        wrap_triton(_backward_kernel)[launch.grid](
             *launch.pointers, states, grad_y, grad_u, grad_delta,
             grad_z_rows, grad_A_rows, grad_B_parts, grad_C_parts,
             grad_D_rows, grad_bias_rows, *launch.sizes(), *launch.strides,
@@ -194,5 +173,9 @@ def scan_backward(
                                                      delta_bias))
 
 
+# A triton_op's body is its fake implementation and what Inductor inlines:
+# on a GPU the launches are wrap_triton nodes. Interpreted kernels (CPU
+# tensors, CI) cannot be traced, so there the operator is an opaque
+# custom_op with the same schema and the common fake implementation.
 define_scan_operators('triton', scan_forward, scan_backward, SAVED,
-                      triton=True)
+                      triton=not interpreting())

@@ -1,0 +1,208 @@
+"""Every backend's ops as torch.library operators: one schema, and
+``torch.library.opcheck`` (schema, fake implementation against the real
+kernel, autograd registration, AOT dispatch with static and dynamic shapes)
+on each backend that runs here, fp32 and bf16, odd shapes."""
+import sys
+import types
+
+import pytest
+import torch
+
+from mmvim import ops
+from mmvim.ops import library, registry
+
+CI_BACKENDS = ('cpu', 'torch', 'sequential', 'triton')
+# (batch, channels, length, d_state, groups, bidirectional): one token, one
+# state, 17 states, one group, two groups (both directions, shared gate), an
+# odd channel count per group.
+SHAPES = [(1, 4, 1, 1, 1, False), (2, 6, 5, 17, 2, True),
+          (1, 10, 9, 16, 2, True), (2, 3, 4, 2, 1, False)]
+# opcheck traces each call several times (a second or two each): the
+# quick suite checks one shape per backend in fp32 (the smallest for the
+# slow Triton interpreter) and the cpu backend in bf16; the rest runs with
+# the end-to-end tests (`-m slow`).
+QUICK_SCANS = {('cpu', SHAPES[1], torch.float32),
+               ('cpu', SHAPES[1], torch.bfloat16),
+               ('torch', SHAPES[1], torch.float32),
+               ('sequential', SHAPES[1], torch.float32),
+               ('triton', SHAPES[0], torch.float32)}
+SCAN_CASES = [
+    pytest.param(backend, shape, dtype,
+                 marks=[] if (backend, shape, dtype) in QUICK_SCANS else
+                 [pytest.mark.slow],
+                 id=f'{backend}-{shape}-{str(dtype)[6:]}')
+    for backend in CI_BACKENDS
+    for shape in (SHAPES[:2] if backend == 'triton' else SHAPES)
+    for dtype in (torch.float32, torch.bfloat16)
+]
+CONV_CASES = [
+    pytest.param(backend, dtype, channel_last, reverse,
+                 marks=[] if (dtype, channel_last, reverse) == (
+                     torch.float32, True, True) else [pytest.mark.slow])
+    for backend in ('cpu', 'torch')
+    for dtype in (torch.float32, torch.bfloat16)
+    for channel_last in (False, True)
+    for reverse in (False, True)
+]
+
+
+def available(backend):
+    reason = registry.load_backend(backend)[1]
+    if reason is not None:
+        pytest.skip(f'{backend} unavailable here: {reason}')
+    return registry.load_backend(backend)[0]
+
+
+def scan_arguments(batch, channels, length, d_state, groups, bidirectional,
+                   dtype, requires_grad=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def tensor(*shape, scale=1.):
+        return (torch.randn(*shape, generator=gen) * scale).to(dtype)
+
+    u = tensor(batch, channels, length)
+    # The mixer's layout: delta a channel-last view.
+    delta = tensor(batch, length, channels, scale=0.5).transpose(1, 2)
+    A = -torch.rand(channels, d_state, generator=gen) * 2
+    B = tensor(batch, groups, d_state, length)
+    C = tensor(batch, groups, length, d_state).transpose(2, 3)
+    D, delta_bias = torch.randn(channels, generator=gen), torch.randn(
+        channels, generator=gen) * 0.3
+    z = tensor(batch, channels // 2 if bidirectional else channels, length)
+    tensors = [u, delta, A, B, C, D, z, delta_bias]
+    if requires_grad:
+        tensors = [t.detach().requires_grad_() for t in tensors]
+    reverse_from = channels // 2 if bidirectional else channels
+    return (*tensors, True, reverse_from)
+
+
+def conv_arguments(batch, channels, length, dtype, channel_last, reverse):
+    x = torch.randn(batch, length, channels).to(dtype).transpose(1, 2)
+    if not channel_last:
+        x = x.contiguous()
+    return (x.requires_grad_(), torch.randn(channels, 4).requires_grad_(),
+            torch.randn(channels).requires_grad_(), reverse)
+
+
+def operator(op, backend, backward=False):
+    return getattr(torch.ops.mmvim,
+                   library.operator_name(op, backend, backward)).default
+
+
+def test_every_operator_has_the_one_schema():
+    for backend in ('cpu', 'torch', 'sequential', 'triton', 'cuda'):
+        if registry.load_backend(backend)[0] is None:
+            continue  # not importable here (cpu not built, no triton)
+        conv_backend = backend if backend == 'cpu' else 'torch'
+        for op, name in (('selective_scan', backend),
+                         ('causal_conv1d_silu', conv_backend)):
+            for backward in (False, True):
+                schema = operator(op, name, backward)._schema
+                expected = library.SCHEMAS[op + ('_backward' if backward
+                                                 else '')]
+                written = str(schema)
+                assert written[written.index('('):] == expected, written
+                assert not schema.is_mutable
+
+
+@pytest.mark.parametrize('backend,shape,dtype', SCAN_CASES)
+def test_opcheck_scan(backend, shape, dtype):
+    available(backend)
+    arguments = scan_arguments(*shape, dtype)
+    torch.library.opcheck(operator('selective_scan', backend), arguments)
+    y, states = operator('selective_scan', backend)(*arguments)
+    torch.library.opcheck(
+        operator('selective_scan', backend, backward=True),
+        (*[None if t is None else t.detach() for t in arguments[:8]],
+         *arguments[8:], states, torch.randn_like(y)))
+
+
+@pytest.mark.parametrize('backend,dtype,channel_last,reverse', CONV_CASES)
+def test_opcheck_conv(backend, dtype, channel_last, reverse):
+    available(backend)
+    for length in (1, 7):
+        arguments = conv_arguments(2, 5, length, dtype, channel_last,
+                                   reverse)
+        torch.library.opcheck(operator('causal_conv1d_silu', backend),
+                              arguments)
+        out = operator('causal_conv1d_silu', backend)(*arguments)
+        torch.library.opcheck(
+            operator('causal_conv1d_silu', backend, backward=True),
+            (*[t.detach() for t in arguments[:3]], reverse,
+             torch.randn_like(out)))
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])
+def test_no_output_aliases_an_input(backend):
+    available(backend)
+    arguments = scan_arguments(1, 4, 3, 2, 1, False, torch.float32,
+                               requires_grad=False)
+    inputs = {t.untyped_storage().data_ptr() for t in arguments[:8]}
+    for output in operator('selective_scan', backend)(*arguments):
+        assert output.untyped_storage().data_ptr() not in inputs
+
+
+def _mamba_stand_in():
+    """A stand-in for mamba-ssm's compiled ``selective_scan_cuda`` with its
+    calling convention (one direction, z as wide as u, the ungated output
+    handed back to the backward), computing with mmvim's token loop: it tests
+    the ``cuda`` backend's glue (flipping, argument order, gradients), not
+    mamba-ssm's kernel."""
+    from mmvim.ops.portable_scan import _sequential, sequential_backward
+
+    def fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        assert B.stride(-1) == 1 and u.stride(-1) == 1  # what the kernel needs
+        out = _sequential(u, delta, A, B, C, D, None, delta_bias,
+                          delta_softplus)
+        chunks = -(-u.shape[-1] // 2048)
+        x = torch.zeros(u.shape[0], u.shape[1], chunks, 2 * A.shape[1])
+        if z is None:
+            return out, x
+        return out, x, out * torch.nn.functional.silu(z)
+
+    def bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, dz,
+            delta_softplus, recompute_out_z):
+        assert z is None or out is not None  # mamba-ssm needs the ungated y
+        (grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_z,
+         grad_bias) = sequential_backward(
+             u, delta, A, B, C, D, z, delta_bias, delta_softplus, u.shape[1],
+             None, dout)
+        result = (grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D,
+                  grad_bias)
+        return result if z is None else (*result, grad_z)
+
+    module = types.ModuleType('selective_scan_cuda')
+    module.fwd, module.bwd = fwd, bwd
+    return module
+
+
+@pytest.mark.parametrize('shape', SHAPES[1:3], ids=str)
+def test_the_cuda_backend_calls_mamba_ssm_inside_its_own_operator(
+        monkeypatch, shape):
+    monkeypatch.setitem(sys.modules, 'selective_scan_cuda', _mamba_stand_in())
+    cuda = registry.load_backend('cuda')[0]
+    if cuda is None:
+        pytest.skip('the cuda backend module does not import here')
+    arguments = scan_arguments(*shape, torch.float64)
+    with ops.use_backend('sequential'):
+        expected = ops.bidirectional_selective_scan(
+            *arguments[:8], delta_softplus=True)
+    y = cuda.selective_scan(*arguments)[0]
+    torch.testing.assert_close(y, expected)
+    grads = torch.autograd.grad(y, arguments[:8], y.detach())
+    want = torch.autograd.grad(expected, arguments[:8], y.detach())
+    for got, reference in zip(grads, want):
+        torch.testing.assert_close(got, reference)
+    torch.library.opcheck(operator('selective_scan', 'cuda'),
+                          scan_arguments(*shape, torch.float32))
+
+
+def test_a_mamba_ssm_without_its_compiled_scan_is_unavailable(monkeypatch):
+    # mamba-ssm's main branch no longer builds the kernel by default:
+    # `import mamba_ssm` works, the scan would fail at its first call.
+    monkeypatch.setitem(sys.modules, 'mamba_ssm', types.ModuleType(
+        'mamba_ssm'))
+    monkeypatch.setitem(sys.modules, 'selective_scan_cuda', None)
+    from mmvim.ops.backends import cuda
+    with pytest.raises(ImportError, match='selective_scan_cuda'):
+        cuda.check()
