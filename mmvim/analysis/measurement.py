@@ -81,13 +81,13 @@ def measure(task: Dict) -> Dict:
                    backend=workload.backend)
         in_use = _memory_in_use_mb(device)
         times = []
-        for index in range(task['warmup'] + task['repeats']):
+        for _ in range(task['warmup'] + task['repeats']):
             start = time.perf_counter()
             workload.step()
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
-            if index >= task['warmup']:
-                times.append(time.perf_counter() - start)
+            times.append(time.perf_counter() - start)
+        warmup_times, times = times[:task['warmup']], times[task['warmup']:]
     except Exception as error:  # noqa: BLE001 - recorded, not raised
         if not is_out_of_memory(error):
             row.update(status='error',
@@ -106,5 +106,7 @@ def measure(task: Dict) -> Dict:
                # below zero.
                working_memory_mb=None if in_use is None else max(
                    0., peak - in_use),
-               times_s=times)
+               times_s=times,
+               # A compiled model's first step includes its compilation.
+               warmup_times_s=warmup_times)
     return row

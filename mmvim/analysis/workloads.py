@@ -1,6 +1,8 @@
 """What one speed / memory measurement runs: a model named on the command
-line (``vim-tiny-twocall@torch``, ``deit-small``, ``config:PATH``), built for
-the measured input size with random weights, and its step function.
+line (``vim-tiny-twocall@torch``, ``vim-tiny-compiled@cpu``, ``deit-small``,
+``config:PATH``), built for the measured input size with random weights, and
+its step function. ``compiled``: the model through ``torch.compile``
+(Inductor, one graph); its first step includes the compilation.
 
 A 'inference' step is a no-grad forward; a 'train' step is forward +
 backward (of the output's mean, or of a config model's loss), gradients
@@ -19,7 +21,7 @@ from mmvim.analysis.config_models import (
 from mmvim.analysis.deit import DEIT_ARCHS, build_deit
 
 VIM_ARCHS = ('tiny', 'small', 'base')
-VIM_VARIANTS = ('twocall', )
+VIM_VARIANTS = ('twocall', 'compiled')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MODES = ('inference', 'train')
 
@@ -32,6 +34,7 @@ class ModelSpec:
     arch: str = ''  # vim / deit size
     config: str = ''
     two_call: bool = False
+    compiled: bool = False
     backend: str = ''  # '' = $MMVIM_OPS_BACKEND
 
 
@@ -55,10 +58,10 @@ def parse_model(name: str) -> ModelSpec:
             and set(variants) <= set(VIM_VARIANTS)
             and len(set(variants)) == len(variants)):
         return ModelSpec(name, 'vim', arch, two_call='twocall' in variants,
-                         backend=backend)
+                         compiled='compiled' in variants, backend=backend)
     raise ValueError(
         f'Unknown model {name!r}: use vim-{{{",".join(VIM_ARCHS)}}}'
-        f'[-twocall], deit-{{{",".join(DEIT_ARCHS)}}} or config:PATH, '
+        f'[-twocall][-compiled], deit-{{{",".join(DEIT_ARCHS)}}} or config:PATH, '
         'optionally with @<backend> (e.g. @cpu, @torch, @sequential).')
 
 
@@ -91,12 +94,16 @@ def build_workload(spec: ModelSpec, resolution: int, batch: int, dtype: str,
         model = VisionMamba(arch=spec.arch, img_size=resolution,
                             fuse_directions=not spec.two_call)
         implementation = 'mmvim ' + ('two-call' if spec.two_call else 'fused')
+        if spec.compiled:
+            implementation += ', torch.compile'
         backend = mmvim.ops.get_backend(device)
     else:
         model, scope = build_config_model(spec.config)
         implementation = f'{scope} {type(model).__name__}'
         backend = mmvim.ops.get_backend(device)
     model = model.to(device).train(mode == 'train')
+    if spec.compiled:
+        model = torch.compile(model, fullgraph=True)
     inputs = torch.randn(batch, 3, resolution, resolution, device=device)
     if spec.family == 'config':
         samples = synthetic_data_samples(scope, batch,

@@ -10,9 +10,12 @@ def test_model_names_parse_and_unknown_ones_fail():
             spec.backend) == ('vim', 'small', True, 'sequential')
     assert parse_model('vim-tiny@cpu').backend == 'cpu'
     assert parse_model('vim-base').backend == ''
+    assert parse_model('vim-tiny-compiled@cpu').compiled
+    assert not parse_model('vim-tiny-twocall').compiled
     assert parse_model('deit-tiny').family == 'deit'
     assert parse_model('config:a/b.py@cuda').config == 'a/b.py'
     for bad in ('vim-huge', 'vim-tiny-fast', 'vim-tiny-twocall-twocall',
+                'vim-tiny-compiled-compiled',
                 'deit-base', 'deit-tiny@cuda', 'vim-tiny@gpu',
                 'vim-tiny-sequential', 'resnet50'):
         with pytest.raises(ValueError):
@@ -21,12 +24,14 @@ def test_model_names_parse_and_unknown_ones_fail():
 
 def test_bf16_train_step_runs_on_the_named_backend():
     from mmvim import ops
-    with ops.use_backend(None):  # restores this process's choice after
+    try:  # build_workload chooses for the (measuring) process
         workload = build_workload(parse_model('vim-tiny-twocall@torch'), 32,
                                   batch=1, dtype='bf16', mode='train',
                                   device=torch.device('cpu'))
         assert ops.requested_backend() == 'torch'
         workload.step()
+    finally:
+        ops.set_backend(None)
     assert workload.implementation == 'mmvim two-call'
     assert workload.backend == 'torch'
 

@@ -17,6 +17,11 @@ from mmvim.ops import registry
 ROOT = Path(__file__).resolve().parents[2]
 COMPILE_BACKENDS = [b for b in ('cpu', 'torch')
                     if registry.load_backend(b)[1] is None]
+# On a GPU (tools/analysis_tools/gpu_check.sh): Vim-Ti compiled on the CUDA
+# backends that run there.
+GPU_BACKENDS = [b for b in ('triton', 'cuda', 'torch')
+                if torch.cuda.is_available()
+                and registry.load_backend(b)[1] is None]
 # Inductor's C++ kernels sum in other orders than eager: outputs and
 # gradients agree to float32 rounding, relative to each tensor's scale.
 COMPILE_RTOL, COMPILE_ATOL = 1e-4, 1e-5
@@ -127,8 +132,20 @@ def test_compiled_backbone_gives_eager_outputs_and_gradients(backend):
             lambda model, x: tuple(model(x)))
 
 
+@pytest.mark.parametrize('backend', GPU_BACKENDS)
+def test_compiled_vim_tiny_on_a_gpu_gives_eager_outputs_and_gradients(
+        backend):
+    torch.manual_seed(0)
+    model = VisionMamba(arch='tiny', img_size=224).cuda()
+    with ops.use_backend(backend):
+        assert_compiled_matches_eager(
+            model, torch.randn(4, 3, 224, 224, device='cuda'),
+            lambda model, x: tuple(model(x)))
+
+
 @pytest.mark.slow
 def test_compiled_segmentor_gives_eager_outputs_and_gradients():
+    pytest.importorskip('mmseg')
     # One thread: torch 2.13's Inductor fails an assertion generating the
     # multi-threaded atomic adds of UperNet's bilinear-resize backward on
     # CPUs (its single-thread code path is fine); not an mmvim op. Eval
@@ -144,6 +161,7 @@ def test_compiled_segmentor_gives_eager_outputs_and_gradients():
 
 
 def test_export_keeps_one_node_per_scan_call():
+    pytest.importorskip('mmseg')
     backbone = two_layer_vim().eval()
     program = torch.export.export(backbone, (torch.randn(1, 3, 64, 64), ))
     assert len(scan_calls(program.graph_module)) == 2

@@ -132,6 +132,23 @@ def test_opcheck_conv(backend, dtype, channel_last, reverse):
              torch.randn_like(out)))
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('backend', [
+    b for b in ('triton', 'cuda', 'torch') if torch.cuda.is_available()])
+def test_opcheck_on_a_gpu(backend, dtype):
+    # Runs where CUDA is (tools/analysis_tools/gpu_check.sh).
+    available(backend)
+    arguments = [
+        t.detach().cuda().requires_grad_() if isinstance(t, torch.Tensor)
+        else t for t in scan_arguments(*SHAPES[2], dtype)]
+    torch.library.opcheck(operator('selective_scan', backend), arguments)
+    conv_backend = 'torch'
+    conv = [t.detach().cuda().requires_grad_() if isinstance(
+        t, torch.Tensor) else t for t in conv_arguments(2, 6, 9, dtype, True,
+                                                        True)]
+    torch.library.opcheck(operator('causal_conv1d_silu', conv_backend), conv)
+
+
 @pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])
 def test_no_output_aliases_an_input(backend):
     available(backend)

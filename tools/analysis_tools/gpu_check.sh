@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one prepared check of mmvim's GPU paths, for a lent H100 / H200 machine:
-# the `triton` ops backend's correctness on CUDA, then the benchmarks of the
-# Triton issue (docs/triton.md). At most 8 minutes: each step has a time
-# limit, and a failing step does not stop the next.
+# the `triton` ops backend's correctness on CUDA, opcheck of the CUDA
+# backends' operators and torch.compile of Vim-Ti on them (docs/ops.md), then
+# the benchmarks of the Triton issue (docs/triton.md), compiled included.
+# At most 8 minutes: each step has a time limit, and a failing step does not
+# stop the next.
 #
 # That machine has torch, triton, numpy 2 and pytest, but no network and no
 # mmengine. Once, on a machine with network, in the repository root:
@@ -66,26 +68,29 @@ python3 -m mmvim.ops'
 
     # Correctness: the triton backend against the token loop and the torch
     # backend on CUDA (fp32 / bf16 / fp16 / fp64, forward and every
-    # gradient), and the golden files on every backend. Several workers
+    # gradient), the golden files on every backend, opcheck of the CUDA
+    # backends' operators, and torch.compile(fullgraph=True) of Vim-Ti on
+    # triton (and cuda where mamba-ssm builds) against eager. Several workers
     # compile the kernels' variants in parallel.
     local parallel=()
     python3 -c 'import xdist' 2> /dev/null && parallel=(-n 8)
-    step tests 140 python3 -m pytest -q -rs -p no:cacheprovider \
+    step tests 160 python3 -m pytest -q -rs -p no:cacheprovider \
         "${parallel[@]}" --junitxml "$RESULTS/tests.xml" \
-        tests/ops/test_triton_backend.py tests/ops/test_golden_backends.py
+        tests/ops/test_triton_backend.py tests/ops/test_golden_backends.py \
+        tests/ops/test_operators.py tests/ops/test_compile_export.py
 
     # Vim-Ti at 224, batch 128, bf16: the fused one-launch path, one call
     # per direction, and the portable scan; inference and a training step.
-    bench vim_tiny_224 140 --models vim-tiny@triton vim-tiny-twocall@triton \
-        vim-tiny@torch --resolutions 224 --batch-sizes 128 --dtypes bf16 \
+    bench vim_tiny_224 150 --models vim-tiny@triton vim-tiny-twocall@triton \
+        vim-tiny-compiled@triton vim-tiny@torch --resolutions 224 --batch-sizes 128 --dtypes bf16 \
         --modes inference train --warmup 3 --repeats 10 --timeout 100 \
         --baseline vim-tiny@torch
 
     # The Figure-1 curve: Vim-Ti (triton) against DeiT-Ti (fused attention),
     # batch 8, speed and peak memory against resolution.
-    bench figure1 160 --models vim-tiny@triton deit-tiny \
+    bench figure1 120 --models vim-tiny@triton deit-tiny \
         --resolutions 512 640 738 1024 1248 --batch-sizes 8 \
-        --dtypes bf16 fp32 --modes inference --warmup 3 --repeats 10 \
+        --dtypes bf16 --modes inference --warmup 3 --repeats 10 \
         --timeout 60 --baseline deit-tiny
 
     tar czf "$OUT/results.tar.gz" -C "$RESULTS" .
