@@ -61,8 +61,9 @@ def parse_model(name: str) -> ModelSpec:
                          compiled='compiled' in variants, backend=backend)
     raise ValueError(
         f'Unknown model {name!r}: use vim-{{{",".join(VIM_ARCHS)}}}'
-        f'[-twocall][-compiled], deit-{{{",".join(DEIT_ARCHS)}}} or config:PATH, '
-        'optionally with @<backend> (e.g. @cpu, @torch, @sequential).')
+        f'[-twocall][-compiled], deit-{{{",".join(DEIT_ARCHS)}}} or '
+        'config:PATH, optionally with @<backend> (e.g. @cpu, @torch, '
+        '@sequential).')
 
 
 @dataclass
