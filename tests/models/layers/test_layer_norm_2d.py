@@ -23,6 +23,17 @@ def test_normalises_each_pixel_over_channels():
         plain.mean(dim=1), torch.zeros(2, 3, 5), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize('memory_format',
+                         [torch.contiguous_format, torch.channels_last])
+def test_output_is_contiguous_nchw(memory_format):
+    # mmcv's RoIAlign reads (N, C, H, W) memory without looking at strides:
+    # a channel-last output fed to it gives other pixels' features.
+    x = torch.randn(2, 8, 3, 5).contiguous(memory_format=memory_format)
+    out = LayerNorm2d(8)(x)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, LayerNorm2d(8)(x.contiguous()))
+
+
 def test_builds_from_norm_cfg():
     from mmcv.cnn import build_norm_layer
     _, norm = build_norm_layer(dict(type='LN2d'), 16)

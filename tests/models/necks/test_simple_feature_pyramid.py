@@ -18,6 +18,22 @@ def test_levels_have_expected_strides_and_channels(image_hw):
                              image_hw[1] // stride)
 
 
+def test_levels_read_the_same_through_mmcv_roi_align():
+    # The RoI heads pool the levels with mmcv's RoIAlign, which reads a
+    # map's memory as contiguous (N, C, H, W): every level must be laid out
+    # so, or the heads see other pixels' features.
+    from mmcv.ops import roi_align
+    neck = SimpleFeaturePyramid(in_channels=32, out_channels=16)
+    outs = neck((torch.randn(2, 32, 4, 6), ))
+    rois = torch.tensor([[0, 8., 8., 40., 56.], [1, 0., 16., 64., 48.]])
+    for out, stride in zip(outs, (4, 8, 16, 32, 64)):
+        assert out.is_contiguous()
+        torch.testing.assert_close(
+            roi_align(out, rois, (7, 7), 1 / stride, 0, 'avg', True),
+            roi_align(out.clone(memory_format=torch.contiguous_format),
+                      rois, (7, 7), 1 / stride, 0, 'avg', True))
+
+
 def test_every_parameter_receives_gradient():
     neck = SimpleFeaturePyramid(in_channels=32, out_channels=16)
     outs = neck((torch.randn(1, 32, 4, 6), ))
