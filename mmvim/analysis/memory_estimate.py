@@ -408,6 +408,41 @@ def _fake_parameters(model: torch.nn.Module, fake_mode: FakeTensorMode):
                     tensors[name] = fake(tensor)
 
 
+def _uses_sync_bn(config) -> bool:
+    """Whether a (model) config anywhere asks for SyncBN."""
+    if isinstance(config, dict):
+        return config.get('type') in ('SyncBN', 'MMSyncBN') or any(
+            _uses_sync_bn(value) for value in config.values())
+    if isinstance(config, (list, tuple)):
+        return any(_uses_sync_bn(value) for value in config)
+    return False
+
+
+@contextlib.contextmanager
+def _one_value_per_channel_allowed() -> Iterator[None]:
+    """BatchNorm in training refuses a single value per channel (one image
+    of a 1x1 map, UperNet's pyramid pooling at batch 1); SyncBN, which it
+    stands for here, normalises over every GPU's values and has no such
+    limit. Inside, such a BatchNorm normalises with its running statistics
+    (what it keeps differs by two vectors of its channels)."""
+    import torch.nn.functional as F
+    batch_norm = F.batch_norm
+
+    def any_batch_norm(input, running_mean, running_var, weight=None,
+                       bias=None, training=False, momentum=0.1, eps=1e-5):
+        if training and input.numel() == input.shape[1] and \
+                running_mean is not None:
+            training = False
+        return batch_norm(input, running_mean, running_var, weight, bias,
+                          training, momentum, eps)
+
+    F.batch_norm = any_batch_norm
+    try:
+        yield
+    finally:
+        F.batch_norm = batch_norm
+
+
 def _build_optimizer(model, cfg, device: str):
     """The config's optimizer (its param groups, lr and weight decay per
     layer) as torch.optim runs it on ``device``: foreach on a GPU."""
@@ -612,7 +647,9 @@ def _run(settings: EstimateSettings, fake: bool) -> MemoryEstimate:
     step.register(list(model.parameters()) + list(model.buffers()),
                   'weights')
     data = _batch(step, batch, shape, settings.mode == 'train')
-    with ops, stand_ins(scope):
+    sync_bn = _one_value_per_channel_allowed() if _uses_sync_bn(
+        cfg.model) and settings.data_parallel else contextlib.nullcontext()
+    with ops, stand_ins(scope), sync_bn:
         (_train if settings.mode == 'train' else _test)(step, data)
     backbone = cfg.model.get('backbone', {})
     return MemoryEstimate(

@@ -168,3 +168,13 @@ def test_each_ops_backend_saves_its_own_chunk_states():
     assert states != 0
     assert triton.phase_peaks['forward'] - cpu.phase_peaks['forward'] == \
         states
+
+
+def test_one_image_per_gpu_with_sync_bn():
+    # UperNet's pyramid pooling gives a 1x1 map: one value per channel,
+    # which BatchNorm refuses in training and SyncBN (over every GPU) takes.
+    estimate = estimate_memory(EstimateSettings(TINY, batch_per_gpu=1))
+    assert estimate.settings['batch_per_gpu'] == 1
+    with pytest.raises(ValueError, match='more than 1 value per channel'):
+        estimate_memory(EstimateSettings(TINY, batch_per_gpu=1,
+                                         data_parallel=False))
