@@ -12,5 +12,9 @@ each imported where used.
   watchdog;
 - benchmark_results: results files, ratios to a baseline, tables;
 - speed_memory_plot: the Vim paper's Figure 1 from results;
-- scan_speed: the selective scan alone against the machine's limits.
+- scan_speed: the selective scan alone against the machine's limits;
+- memory_estimate: a config's peak GPU memory per step under fake tensors,
+  with memory_tracking (live storages counted), memory_autocast (CUDA's
+  autocast on CPU tensors), memory_stand_ins (the detectors' values),
+  memory_report (breakdown, cards) and memory_table (the docs' tables).
 """
