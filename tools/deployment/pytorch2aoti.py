@@ -1,0 +1,155 @@
+"""Package a Vim segmentor (or any config's Vim backbone alone) with
+AOTInductor: PyTorch's own deployment path, at kernel speed.
+
+``torch.export`` traces the network with mmvim's compiled CPU operators (the
+portable ones where they are not built), each scan and conv one node, and
+``torch._inductor.aoti_compile_and_package`` compiles the rest into a ``.pt2``
+package whose extern kernels are those operators. The network is the one the
+ONNX export writes (pictures RGB 0..255 in, normalised inside; logits, or the
+backbone's features, out; fixed shape). The package is then loaded, run on
+the same random pictures and compared with PyTorch:
+
+    python tools/deployment/pytorch2aoti.py CONFIG CHECKPOINT \\
+        --shape 512 512 --out upernet_vim_tiny_512.pt2 [--backbone-only]
+
+Running it needs torch and mmvim's operators: from Python,
+``mmvim.runtime.deployment.load_aoti_package(path)``; from C++, load mmvim's
+operator library (mmvim/ops/_cpu_ops*.so) before torch's
+``AOTIModelPackageLoader`` (docs/deployment.md).
+"""
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+
+import mmvim  # noqa: F401  registers the Vim backbone and neck
+from mmvim.analysis.timing import median_seconds
+from mmvim.ops import use_backend
+from mmvim.runtime import prepare_process
+from mmvim.runtime.command_line import add_cfg_options, tool_parser
+from mmvim.runtime.deployment import (DeploymentError, aoti_package, as_list,
+                                      build_network, deployment_backend,
+                                      example_pictures, export_program,
+                                      load_aoti_package, max_relative_errors,
+                                      output_names)
+
+DEFAULT_MAX_ERROR = 1e-4
+
+
+def parse_args(argv=None):
+    parser = tool_parser(
+        __doc__.split('\n')[0],
+        checkpoint_help='checkpoint to package; without it the weights stay '
+        'as the model is built (for trying the package out, not for '
+        'deployment)',
+        nargs='?')
+    parser.add_argument('--out', required=True,
+                        help='the .pt2 package to write')
+    parser.add_argument('--shape', type=int, nargs=2, default=(512, 512),
+                        metavar=('HEIGHT', 'WIDTH'),
+                        help='fixed input size (default: %(default)s)')
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='fixed batch size')
+    parser.add_argument('--backbone-only', action='store_true',
+                        help="package the config's backbone alone (any mmseg "
+                        'or mmdet config); its feature maps are the outputs')
+    parser.add_argument(
+        '--max-error', type=float, default=DEFAULT_MAX_ERROR,
+        help='largest accepted max|package - PyTorch| / max|PyTorch| per '
+        'output; above it the command fails (default: %(default)s)')
+    parser.add_argument('--skip-check', action='store_true',
+                        help='only package: no run, no comparison')
+    parser.add_argument(
+        '--time-runs', type=int, default=0,
+        help='also time this many runs (after one warm-up) of the package '
+        'and of eager PyTorch on the same backend, and print the medians')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='CPU threads when timing (default: %(default)s)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --out')
+    add_cfg_options(parser, 'model.backbone.init_cfg=None')
+    return parser.parse_args(argv)
+
+
+def write_package(program, out: Path) -> None:
+    """Compiles into a new file beside ``out`` and renames it when complete:
+    a failure leaves nothing half-written, and no other file is touched."""
+    descriptor, temporary = tempfile.mkstemp(dir=out.parent,
+                                             prefix=f'.{out.stem}.',
+                                             suffix='.pt2')
+    os.close(descriptor)
+    try:
+        aoti_package(program, Path(temporary))
+        os.replace(temporary, out)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out)
+    if out.suffix != '.pt2':
+        sys.exit(f'error: --out {out} must end in .pt2 (AOTInductor '
+                 'packages are .pt2 archives)')
+    if out.exists() and not args.overwrite:
+        sys.exit(f'error: {out} already exists; pass --overwrite to replace '
+                 'it or choose another --out')
+    if args.checkpoint and not os.path.isfile(args.checkpoint):
+        sys.exit(f'error: no such checkpoint: {args.checkpoint}')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    prepare_process()  # weights-only loading of the checkpoint
+    pictures = example_pictures(args.batch_size, args.shape)
+    backend = deployment_backend()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        network = build_network(cfg, args.checkpoint, args.shape,
+                                args.backbone_only)
+        with use_backend(backend), torch.no_grad():
+            expected = as_list(network(pictures))
+            started = time.perf_counter()
+            program = export_program(network, pictures)
+            write_package(program, out)
+    except DeploymentError as error:
+        sys.exit(f'error: {error}')
+    names = output_names(expected, args.backbone_only)
+    print(f'{out}: {out.stat().st_size / 2**20:.1f} MiB, ops backend '
+          f'{backend}, input pictures {tuple(pictures.shape)}, outputs ' +
+          ', '.join(f'{name} {tuple(t.shape)}'
+                    for name, t in zip(names, expected)) +
+          f'; exported and compiled in {time.perf_counter() - started:.0f} s')
+    if args.skip_check:
+        return None
+    package = load_aoti_package(out)
+    with torch.no_grad():
+        actual = as_list(package(pictures))
+    errors = max_relative_errors([t.numpy() for t in expected],
+                                 [t.numpy() for t in actual])
+    print('package vs PyTorch, max relative error: ' + ', '.join(
+        f'{name} {error:.2e}' for name, error in zip(names, errors)))
+    if max(errors) > args.max_error:
+        sys.exit(f'error: the package differs from PyTorch by '
+                 f'{max(errors):.2e} > --max-error {args.max_error:g}')
+    if args.time_runs:
+        torch.set_num_threads(args.threads)
+        with use_backend(backend), torch.no_grad():
+            seconds = {
+                'package': median_seconds(lambda: package(pictures),
+                                          args.time_runs),
+                f'PyTorch eager ({backend} backend)': median_seconds(
+                    lambda: network(pictures), args.time_runs),
+            }
+        print(f'median of {args.time_runs} runs, {args.threads} CPU '
+              f'thread(s), input {tuple(pictures.shape)}: ' + ', '.join(
+                  f'{name} {value:.3f} s' for name, value in seconds.items()))
+    return errors
+
+
+if __name__ == '__main__':
+    main()
