@@ -1,10 +1,10 @@
-"""Memory estimates as text: the breakdown table the tool prints, which
-GPU cards hold a peak, and the rows of the docs' tables."""
-from typing import Dict, Iterable, List, Optional, Sequence
+"""Memory estimates as text: what estimate_memory.py prints (the breakdown
+table), and which GPU cards hold a peak."""
+from typing import Dict, List, Optional, Sequence
 
 from .memory_estimate import GIB, KINDS, MemoryEstimate
 
-# Common card sizes, in GB as sold (a "24 GB" card has 24 GiB).
+# Common card sizes, in GB as sold (a "24 GB" card has about 24 GiB).
 CARDS_GB = (16, 24, 40, 80)
 # What a run needs beyond the estimated peak: the CUDA context and the
 # cuDNN / cuBLAS workspaces (RESERVE_GIB), and the caching allocator's
@@ -15,10 +15,6 @@ CARD_MARGIN = (f'a card holds a run when the peak plus '
                f'{FRAGMENTATION:.0%} (the caching allocator\'s reserve and '
                f'fragmentation) plus {RESERVE_GIB:g} GiB (CUDA context, '
                'cuDNN / cuBLAS workspaces) fits in it')
-
-
-def gib(size: float) -> str:
-    return f'{size / GIB:.2f}'
 
 
 def _unit(peak_bytes: int):
@@ -106,11 +102,10 @@ def format_estimate(estimate: MemoryEstimate,
                      ', '.join(f'{layer} {text(value)}'
                                for layer, value in layers[:6]))
     if estimate.settings['device'] == 'cuda':
-        holding = cards_holding(estimate.peak_bytes)
-        lines.append(
-            'cards: ' + ', '.join(
-                f'{card} GB {"yes" if card in holding else "no"}'
-                for card in CARDS_GB) + f' ({CARD_MARGIN})')
+        marks = card_marks(estimate.peak_bytes)
+        lines.append('cards: ' + ', '.join(
+            f'{card} GB {mark}' for card, mark in marks.items()) +
+            f' ({CARD_MARGIN}; tight: only without that margin)')
     lines.append('not counted: ' + '; '.join(estimate.not_counted))
     if measured is not None:
         real = measured.allocator['peak']
@@ -125,13 +120,6 @@ def format_estimate(estimate: MemoryEstimate,
 
 def _difference(estimate: int, measured: int) -> str:
     return f'estimate {(estimate - measured) / measured:+.1%}'
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '|' + '|'.join('---' for _ in header) + '|']
-    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines)
 
 
 def card_marks(peak_bytes: int) -> Dict[int, str]:
