@@ -1,6 +1,8 @@
 """Helpers shared by the model, config and engine tests: small VisionMamba
-models, the golden reference outputs in tests/data, checkpoint files."""
+models, the golden reference outputs in tests/data, checkpoint files; and
+read-only folders."""
 import os
+import subprocess
 from pathlib import Path
 
 # The `triton` ops backend runs in Triton's CPU interpreter on machines
@@ -81,3 +83,27 @@ def save_checkpoint(tmp_path):
         return str(path)
 
     return save
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Makes a folder read-only: by its mode, or, for root (whom modes do
+    not stop), with the immutable attribute; undone afterwards."""
+    made = []
+
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        made.append(folder)
+        if os.access(folder, os.W_OK):
+            result = subprocess.run(['chattr', '+i', str(folder)],
+                                    capture_output=True)
+            if result.returncode != 0:
+                pytest.skip('cannot make a folder read-only for root here '
+                            f'(chattr: {result.stderr.decode().strip()})')
+        return folder
+
+    yield make
+    for folder in made:
+        subprocess.run(['chattr', '-i', str(folder)], capture_output=True)
+        folder.chmod(0o755)

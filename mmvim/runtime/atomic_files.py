@@ -34,10 +34,12 @@ def _fsync_directory(directory: str) -> None:
         os.close(descriptor)
 
 
-def _give_name(temporary: str, path: str) -> None:
-    """Names the finished temporary ``path``; refuses to replace a file
-    this process did not write."""
-    if path in _written_by_this_process:
+def give_name(temporary: str, path: str, replace: bool = False) -> None:
+    """Names the finished file ``temporary`` (in ``path``'s folder)
+    ``path``, atomically. An existing ``path`` is replaced only when
+    ``replace`` is True or this process wrote it; otherwise
+    :class:`OverwriteRefusedError` (the temporary is left for the caller)."""
+    if replace or path in _written_by_this_process:
         os.replace(temporary, path)
         return
     try:
@@ -90,7 +92,7 @@ def write_atomically(data: Union[bytes, bytearray, memoryview],
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        _give_name(temporary, path)
+        give_name(temporary, path)
     finally:
         if osp.lexists(temporary):
             os.unlink(temporary)

@@ -7,12 +7,16 @@ scratch and drops ``load_from`` with one log line. :func:`plan_checkpoints`
 instead looks at the checkpoints themselves, where the config's
 ``CheckpointHook`` saves them (``out_dir``, ``filename_tmpl``):
 
-* ``--resume`` alone takes the newest checkpoint that loads, and says which
-  and why it skipped the others;
+* ``--resume`` alone takes the checkpoint holding the latest step (read
+  from the file, not its name) that loads, and says which and why it
+  skipped the others;
 * no run, fresh or resumed, may later write over a checkpoint already there.
 
 :func:`apply_checkpoint_plan` then sets ``resume``/``load_from`` explicitly,
-so mmengine never reads ``last_checkpoint``.
+so mmengine never reads ``last_checkpoint``;
+:class:`EarlierBestCheckpointsHook` keeps the best checkpoints saved before
+the run resumed, which mmengine would delete (even in another run's folder,
+for a copied work dir).
 """
 import os
 import os.path as osp
@@ -20,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from glob import glob
 from typing import List, Optional, Tuple
+
+from mmengine.hooks import CheckpointHook, Hook
 
 from .atomic_files import stale_temporaries
 from .checkpoint_loading import load_checkpoint_file
@@ -43,8 +49,8 @@ class CheckpointLayout:
         return 'epoch' if self.by_epoch else 'iter'
 
     def checkpoints(self) -> List[Tuple[int, str]]:
-        """(step, path) of every file named after the template, newest
-        first."""
+        """(step in the name, path) of every file named after the template,
+        highest step first."""
         prefix, suffix = re.split(r'\{[^}]*\}', self.filename_tmpl,
                                   maxsplit=1)
         pattern = re.compile(
@@ -69,11 +75,16 @@ def glob_escape(path: str) -> str:
 def checkpoint_layout(cfg) -> CheckpointLayout:
     """Mirrors mmengine's CheckpointHook: ``out_dir`` other than the work
     dir means ``out_dir/<work dir name>``; the template defaults to
-    ``epoch_{}.pth`` or ``iter_{}.pth`` by ``by_epoch``."""
+    ``epoch_{}.pth`` or ``iter_{}.pth`` by ``by_epoch``.
+
+    Raises:
+        RunSetupError: ``filename_tmpl`` has no single ``{}`` for the step.
+    """
     hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
     by_epoch = hook.get('by_epoch', True)
     template = hook.get('filename_tmpl') or (
         'epoch_{}.pth' if by_epoch else 'iter_{}.pth')
+    _check_template(str(template))
     work_dir = osp.abspath(cfg.work_dir)
     out_dir = hook.get('out_dir')
     if out_dir is None or str(out_dir) == work_dir:
@@ -81,6 +92,20 @@ def checkpoint_layout(cfg) -> CheckpointLayout:
     else:
         directory = osp.join(str(out_dir), osp.basename(work_dir))
     return CheckpointLayout(osp.abspath(directory), template, by_epoch)
+
+
+def _check_template(template: str) -> None:
+    fields = re.findall(r'\{[^}]*\}', template)
+    try:
+        usable = len(fields) == 1 and template.format(1) != template
+    except (ValueError, IndexError, KeyError):
+        usable = False
+    if not usable:
+        raise RunSetupError(
+            f'default_hooks.checkpoint.filename_tmpl={template!r} needs '
+            'exactly one {} where the step goes (e.g. \'iter_{}.pth\'); set '
+            'it with --cfg-options default_hooks.checkpoint.filename_tmpl='
+            'iter_{}.pth')
 
 
 @dataclass
@@ -107,7 +132,8 @@ def read_resumable(path: str, step_key: str) -> int:
     """
     if osp.getsize(path) == 0:
         raise ValueError('the file is empty')
-    checkpoint = load_checkpoint_file(path)
+    # mapped, not read: only the structure and the meta are needed
+    checkpoint = load_checkpoint_file(path, mmap=True)
     if not isinstance(checkpoint, dict):
         raise NotResumable('it holds no checkpoint dict')
     # what mmengine's Runner.resume reads (the optimizer only if saved)
@@ -154,14 +180,28 @@ def _refuse_earlier_files(directory: str, earlier: List[str]) -> None:
             'new one with another --work-dir.')
 
 
+def _read_steps(saved: List[Tuple[int, str]], step_key: str) -> dict:
+    """For each checkpoint path: its stored step (int), or the error that
+    says it loads but cannot be resumed (:class:`NotResumable`) or does
+    not load at all."""
+    readings = {}
+    for _, path in saved:
+        try:
+            readings[path] = read_resumable(path, step_key)
+        except (ValueError, OSError) as error:  # NotResumable included
+            readings[path] = error
+    return readings
+
+
 def plan_checkpoints(cfg, resume) -> CheckpointPlan:
     """Decides what the run continues from and checks it overwrites
     nothing.
 
     Args:
         cfg: the run's config (``work_dir`` settled, see ``load_config``).
-        resume: None/False for a fresh run, 'auto' for the newest
-            checkpoint that loads, or a checkpoint path.
+        resume: None/False for a fresh run, 'auto' for the checkpoint that
+            holds the latest step (as stored in the files) and loads, or a
+            checkpoint path.
 
     Raises:
         RunSetupError: a fresh run would write over earlier checkpoints,
@@ -181,11 +221,18 @@ def plan_checkpoints(cfg, resume) -> CheckpointPlan:
                                          []))
         return plan
 
+    readings = _read_steps(saved, layout.step_key)
+    step = None
     if resume == 'auto':
         note = _last_checkpoint_note(work_dir, layout.directory)
         if note:
             plan.notes.append(note)
-        candidates = saved
+        resumable = sorted(
+            ((stored, named, path) for named, path in saved
+             for stored in [readings[path]] if isinstance(stored, int)),
+            reverse=True)
+        if resumable:
+            step, _, plan.resume_from = resumable[0]
     else:
         plan.resume_from = osp.abspath(resume)
         try:
@@ -194,28 +241,23 @@ def plan_checkpoints(cfg, resume) -> CheckpointPlan:
             raise RunSetupError(
                 f'--resume {resume}: cannot resume from it: {_reason(error)}'
             ) from None
-        candidates = [(saved_step, path) for saved_step, path in saved
-                      if saved_step > step and path != plan.resume_from]
 
-    # Newest first: in 'auto' mode the first resumable one is resumed.
-    # Files after the resumed step that do not load are set aside; the
-    # ones that load would be overwritten.
+    # The run will save the steps after the resumed one under their names:
+    # files already named so are set aside if they do not load, and are in
+    # the way if they do.
     skipped, later = [], []
-    for _, path in candidates:
-        try:
-            candidate_step = read_resumable(path, layout.step_key)
-        except NotResumable as error:
-            skipped.append(f'{osp.basename(path)} ({_reason(error)})')
+    for named, path in saved:
+        if step is not None and named <= step:
+            continue
+        reading = readings[path]
+        if isinstance(reading, NotResumable):
+            skipped.append(f'{osp.basename(path)} ({_reason(reading)})')
             later.append(path)
-            continue
-        except (ValueError, OSError) as error:
-            skipped.append(f'{osp.basename(path)} ({_reason(error)})')
+        elif isinstance(reading, Exception):
+            skipped.append(f'{osp.basename(path)} ({_reason(reading)})')
             plan.set_aside.append(path)
-            continue
-        if plan.resume_from is None:
-            plan.resume_from, step = path, candidate_step
-            break
-        later.append(path)
+        else:  # also the resumed file itself, named after a later step
+            later.append(path)
     if skipped:
         plan.notes.append('skipped checkpoints that cannot be resumed: ' +
                           '; '.join(skipped))
@@ -279,3 +321,35 @@ def apply_checkpoint_plan(cfg, plan: CheckpointPlan) -> None:
                           'killed run.')
     for note in plan.notes:
         print(f'mmvim: {note}', flush=True)
+
+
+class EarlierBestCheckpointsHook(Hook):
+    """Keeps the best checkpoints saved before this process started.
+
+    mmengine's CheckpointHook deletes the previous best checkpoint when it
+    saves a new one, and finds it through the absolute path in the resumed
+    message hub: in a copied work dir, the original run's file. A resumed
+    run (copied or not) never deletes a file it did not write, so the
+    previous best stays beside the new one; bests this process saves still
+    replace each other. Runs after the CheckpointHook's ``before_train``,
+    which reads the path.
+    """
+    priority = 'LOWEST'
+
+    def before_train(self, runner) -> None:
+        for hook in runner.hooks:
+            if not isinstance(hook, CheckpointHook):
+                continue
+            earlier = []
+            if getattr(hook, 'best_ckpt_path', None):
+                earlier.append(hook.best_ckpt_path)
+                hook.best_ckpt_path = None
+            paths = getattr(hook, 'best_ckpt_path_dict', None) or {}
+            for key, path in paths.items():
+                if path:
+                    earlier.append(path)
+                    paths[key] = None
+            for path in earlier:
+                runner.logger.info(
+                    f'The best checkpoint {path} was saved before this run '
+                    'resumed: it is kept, and a new best is saved beside it.')

@@ -1,33 +1,96 @@
 """The command-line pieces mmvim's tools share: their common arguments,
 the task library a config belongs to, and running a Runner so that the
-errors a user can fix end the command with a message, not a traceback."""
+errors a user can fix end the command with a message, not a traceback
+(``--debug`` or ``MMVIM_DEBUG=1`` shows the traceback instead)."""
 import argparse
+import contextlib
 import os
 import sys
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from mmengine.config import Config, DictAction
+from mmengine.device import get_device
 
+from mmvim.models.utils import UnreadableCheckpointError
 from .atomic_files import OverwriteRefusedError
 from .checkpoint_loading import CheckpointMismatchError
+from .ops_backend import ops_backend_line
 from .run_guards import RunSetupError
-from .runner_setup import build_runner
+from .runner_setup import build_runner, load_config
+
+# Set (to 1) to see the traceback of errors the tools report as a message.
+DEBUG_ENV = 'MMVIM_DEBUG'
+# Errors a user fixes (a setting, a file, the data), reported as a message.
+USER_ERRORS = (RunSetupError, CheckpointMismatchError, OverwriteRefusedError,
+               UnreadableCheckpointError)
 
 # The config's default_scope: the OpenMMLab library that builds its model.
 TASK_LIBRARIES = ('mmseg', 'mmdet')
 
 
+def debugging() -> bool:
+    """Whether errors show their traceback (``--debug``, ``MMVIM_DEBUG``)."""
+    return os.environ.get(DEBUG_ENV, '').strip().lower() in ('1', 'true',
+                                                             'yes')
+
+
+class _DebugAction(argparse.Action):
+    """``--debug``: sets ``MMVIM_DEBUG=1`` for the process and the ones it
+    starts (data workers); each distributed rank parses it itself."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[DEBUG_ENV] = '1'
+        setattr(namespace, self.dest, True)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text} is not a whole number of '
+                                         '1 or more')
+    return value
+
+
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: tracebacks instead of one-line error messages."""
+    parser.add_argument(
+        '--debug',
+        nargs=0,
+        action=_DebugAction,
+        default=False,
+        help='show the traceback of errors that otherwise end the command '
+        f'with a message (also: {DEBUG_ENV}=1)')
+
+
+@contextlib.contextmanager
+def user_errors(*more_types) -> Iterator[None]:
+    """Ends the process with ``error: <message>`` (exit status 1) when a
+    :data:`USER_ERRORS` (or one of ``more_types``) is raised inside, unless
+    :func:`debugging`."""
+    try:
+        yield
+    except USER_ERRORS + more_types as error:
+        if debugging():
+            raise
+        sys.exit(f'error: {error}')
+
+
 def tool_parser(description: str,
                 checkpoint_help: Optional[str] = None,
                 **checkpoint_options) -> argparse.ArgumentParser:
-    """A parser with the config path and, when ``checkpoint_help`` is
-    given, the checkpoint (``checkpoint_options`` go to its
-    ``add_argument``, e.g. ``nargs='?'``)."""
+    """A parser with the config path, ``--debug`` and, when
+    ``checkpoint_help`` is given, the checkpoint (``checkpoint_options`` go
+    to its ``add_argument``, e.g. ``nargs='?'``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('config', help='config file path')
     if checkpoint_help is not None:
         parser.add_argument(
             'checkpoint', help=checkpoint_help, **checkpoint_options)
+    add_debug_option(parser)
     return parser
 
 
@@ -82,18 +145,19 @@ def init_task_model(cfg: Config, checkpoint: Optional[str], device: str):
     return init_model(cfg, checkpoint, device=device)
 
 
-def run_runner(cfg: Config, prepare: Callable[[Config], None],
+def run_runner(args: argparse.Namespace, prepare: Callable[[Config], None],
                action: str):
-    """Calls ``prepare(cfg)``, builds the Runner and returns what its
-    ``action`` ('train' or 'test') returns. A :class:`RunSetupError` from
-    the preparation, or a checkpoint that does not fit or would overwrite a
-    file, ends the process with its message."""
-    try:
+    """Reads the config of ``args`` (``config``, ``cfg_options``,
+    ``launcher``, ``work_dir``, see :func:`load_config`), calls
+    ``prepare(cfg)``, builds the Runner and returns what its ``action``
+    ('train' or 'test') returns. The errors a user can fix
+    (:data:`USER_ERRORS`: the settings, the files, the data, a checkpoint
+    that does not load, does not fit or would overwrite a file) end the
+    process with their message."""
+    with user_errors():
+        cfg = load_config(args.config, args.cfg_options, args.launcher,
+                          args.work_dir)
+        ops_backend_line(get_device())  # first: it needs no file
         prepare(cfg)
         runner = build_runner(cfg)
-    except RunSetupError as error:
-        sys.exit(f'error: {error}')
-    try:
         return getattr(runner, action)()
-    except (CheckpointMismatchError, OverwriteRefusedError) as error:
-        sys.exit(f'error: {error}')

@@ -9,7 +9,12 @@ checked by :mod:`mmvim.runtime.checkpoint_plan`.)
 """
 import os
 import os.path as osp
+import tempfile
 from typing import Dict, Iterator, List, Sequence, Tuple
+
+import torch
+
+from mmvim.models.utils.mmengine_checkpoints import load_checkpoint_file
 
 MMSEG_DATA_DOCS = ('https://mmsegmentation.readthedocs.io/en/latest/'
                    'user_guides/2_dataset_prepare.html')
@@ -46,17 +51,17 @@ class RunSetupError(RuntimeError):
     traceback."""
 
 
-def _dataset_cfgs(node) -> Iterator[dict]:
+def dataset_configs(node) -> Iterator[dict]:
     """Yields every dataset config, looking inside wrappers such as
     RepeatDataset (``dataset=``) and ConcatDataset (``datasets=[...]``)."""
     if isinstance(node, dict):
         if 'data_root' in node or 'ann_file' in node:
             yield node
         for key in ('dataset', 'datasets'):
-            yield from _dataset_cfgs(node.get(key))
+            yield from dataset_configs(node.get(key))
     elif isinstance(node, (list, tuple)):
         for child in node:
-            yield from _dataset_cfgs(child)
+            yield from dataset_configs(child)
 
 
 def _expected_paths(dataset: dict) -> Iterator[str]:
@@ -110,7 +115,7 @@ def check_datasets_exist(cfg, dataloader_keys: Sequence[str]) -> None:
         loader = cfg.get(key)
         if not loader:
             continue
-        for dataset in _dataset_cfgs(loader.get('dataset')):
+        for dataset in dataset_configs(loader.get('dataset')):
             path = next((path for path in _expected_paths(dataset)
                          if path and '://' not in path
                          and not osp.exists(path)), None)
@@ -171,3 +176,46 @@ def check_pretrained_exist(cfg) -> None:
             'current directory; to train from scratch instead, set the '
             'init_cfg to None (e.g. --cfg-options '
             'model.backbone.init_cfg=None).\n' + '\n'.join(lines))
+
+
+def check_writable(path: str, option: str) -> None:
+    """Raises RunSetupError unless files can be created in the folder
+    ``path`` or, while it does not exist, in its nearest existing parent
+    (where it would be created). ``option`` names the setting, e.g.
+    '--work-dir'."""
+    folder = osp.abspath(path)
+    while not osp.isdir(folder):
+        if osp.lexists(folder):
+            raise RunSetupError(
+                f'{option} {path}: {folder} is a file, not a folder; choose '
+                f'another {option}.')
+        folder = osp.dirname(folder)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise RunSetupError(
+            f'{option} {path}: cannot write in {folder} ({error.strerror}). '
+            f'Make it writable, or choose another {option}.') from None
+
+
+def check_checkpoint_loads(path: str, option: str) -> None:
+    """Raises RunSetupError unless the local checkpoint ``path`` exists
+    and reads as a checkpoint holding weights (its tensors are mapped, not
+    read); ``option`` names where it was given. URLs are left to the
+    loader."""
+    if '://' in str(path):
+        return
+    if not osp.isfile(path):
+        raise RunSetupError(f'{option} {path}: no such file.')
+    try:
+        checkpoint = load_checkpoint_file(path, mmap=True)
+    except ValueError as error:
+        raise RunSetupError(f'{option}: {error}') from None
+    weights = checkpoint.get('state_dict', checkpoint) if isinstance(
+        checkpoint, dict) else None
+    if not isinstance(weights, dict) or not any(
+            isinstance(value, torch.Tensor) for value in weights.values()):
+        raise RunSetupError(
+            f'{option} {path} holds no weights (no state_dict); use a '
+            'checkpoint saved by tools/train.py or publish_model.py.')

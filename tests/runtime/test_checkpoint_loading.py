@@ -1,78 +1,22 @@
 """What the tools load: weights only, plain data, weights that fit."""
-import itertools
 import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
-from mmengine.runner import CheckpointLoader, Runner
+from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import _load_checkpoint
-from torch.utils.data import Dataset
 
 from mmvim.runtime import (
-    CheckpointFormatHook,
     CheckpointMismatchError,
     check_weights_fit,
     load_checkpoint_file,
     prepare_process,
 )
+from mmvim.models.utils.mmengine_checkpoints import FILE_SCHEMES
 from mmvim.runtime.checkpoint_loading import MMENGINE_SCHEMES
-
-
-class TinyRegressor(BaseModel):
-
-    def __init__(self, width=2):
-        super().__init__()
-        self.linear = nn.Linear(width, 1)
-        self.norm = nn.BatchNorm1d(1)
-
-    def forward(self, inputs, targets, mode='tensor'):
-        prediction = self.norm(self.linear(torch.stack(inputs))).squeeze(-1)
-        if mode == 'loss':
-            return dict(loss=((prediction - torch.stack(targets))**2).mean())
-        return prediction
-
-
-class TinyData(Dataset):
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, index):
-        generator = torch.Generator().manual_seed(index)
-        inputs = torch.randn(2, generator=generator)
-        return dict(inputs=inputs, targets=inputs.sum())
-
-
-RUNNER_NUMBERS = itertools.count()
-
-
-def tiny_runner(work_dir, max_iters, model=None, with_mmvim_hook=True,
-                **kwargs):
-    runner = Runner(
-        # its own message hub even if another runner starts the same second
-        experiment_name=f'tiny_runner_{next(RUNNER_NUMBERS)}',
-        model=model or TinyRegressor(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=TinyData(),
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            batch_size=2),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        param_scheduler=dict(type='LinearLR', by_epoch=False, end=2),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=2,
-                            by_epoch=False)),
-        randomness=dict(seed=0),
-        **kwargs)
-    if with_mmvim_hook:
-        runner.register_hook(CheckpointFormatHook())
-    return runner
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +33,7 @@ class ShellCommand:
         return os.system, (f'touch {self.marker}', )
 
 
-def test_checkpoints_are_plain_data_and_resume(tmp_path):
+def test_checkpoints_are_plain_data_and_resume(tmp_path, tiny_runner):
     tiny_runner(tmp_path, max_iters=2).train()
     checkpoint = tmp_path / 'iter_2.pth'
     # torch's own defaults read it: no allow-list, nothing but data
@@ -112,7 +56,7 @@ def test_checkpoints_are_plain_data_and_resume(tmp_path):
 
 
 def test_older_mmengine_checkpoints_load_without_touching_the_class(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, tiny_runner):
     tiny_runner(tmp_path, max_iters=2, with_mmvim_hook=False).train()
     legacy = torch.load(tmp_path / 'iter_2.pth', weights_only=False)
     buffer = legacy['message_hub']['log_scalars']['train/lr']
@@ -161,22 +105,26 @@ def test_code_in_a_checkpoint_never_runs(tmp_path, monkeypatch,
 
 def test_every_mmengine_scheme_is_replaced():
     assert set(CheckpointLoader._schemes) == set(MMENGINE_SCHEMES)
-    for loader in CheckpointLoader._schemes.values():
-        assert loader.__module__ == 'mmvim.runtime.checkpoint_loading'
+    for scheme, loader in CheckpointLoader._schemes.items():
+        # files and URLs: made weights-only by import mmvim; the rest: the
+        # tools' refusal
+        assert loader.__module__ == (
+            'mmvim.models.utils.mmengine_checkpoints' if scheme in
+            FILE_SCHEMES else 'mmvim.runtime.checkpoint_loading')
     with pytest.raises(ValueError, match='local files and http'):
         _load_checkpoint('open-mmlab://resnet50_v1c')
 
 
-def test_weights_that_do_not_fit_name_the_keys():
-    model = TinyRegressor(width=2)
-    check_weights_fit(model, {'state_dict': TinyRegressor(2).state_dict()})
+def test_weights_that_do_not_fit_name_the_keys(tiny_regressor):
+    model = tiny_regressor(width=2)
+    check_weights_fit(model, {'state_dict': tiny_regressor(2).state_dict()})
     state = {f'module.{key}': value
-             for key, value in TinyRegressor(2).state_dict().items()
+             for key, value in tiny_regressor(2).state_dict().items()
              if 'num_batches_tracked' not in key}
     check_weights_fit(model, state)  # DDP prefix, BN counter: fine
 
     with pytest.raises(CheckpointMismatchError) as error:
-        check_weights_fit(model, TinyRegressor(width=3).state_dict(), 'w3')
+        check_weights_fit(model, tiny_regressor(width=3).state_dict(), 'w3')
     assert 'linear.weight (1, 3) vs (1, 2)' in str(error.value)
     backbone_only = {'linear.weight': torch.zeros(1, 2),
                      'head.weight': torch.zeros(1)}
@@ -187,9 +135,10 @@ def test_weights_that_do_not_fit_name_the_keys():
     assert 'head.weight' in message
 
 
-def test_load_from_that_does_not_fit_stops_the_runner(tmp_path):
+def test_load_from_that_does_not_fit_stops_the_runner(tmp_path, tiny_runner,
+                                                      tiny_regressor):
     wide = tmp_path / 'wide.pth'
-    torch.save({'state_dict': TinyRegressor(width=3).state_dict()}, wide)
+    torch.save({'state_dict': tiny_regressor(width=3).state_dict()}, wide)
     runner = tiny_runner(tmp_path, max_iters=2, load_from=str(wide))
     with pytest.raises(CheckpointMismatchError, match='linear.weight'):
         runner.train()

@@ -1,6 +1,7 @@
 """What a run resumes from, and that it never writes over earlier
 checkpoints, wherever and however the config's CheckpointHook names them."""
 import os
+import shutil
 
 import pytest
 import torch
@@ -156,3 +157,50 @@ def test_a_newer_checkpoint_that_loads_is_never_set_aside(tmp_path):
                        'checkpoints iter_4.pth'):
         plan_checkpoints(run_cfg(tmp_path), 'auto')
     assert (tmp_path / 'iter_4.pth').exists()
+
+
+def test_a_resumed_copy_never_deletes_the_original_best_checkpoint(
+        tmp_path, tiny_runner):
+    original, copy = tmp_path / 'runA', tmp_path / 'runB'
+    tiny_runner(original, max_iters=2, validate=True).train()
+    best = original / 'best_score_iter_2.pth'
+    kept = best.read_bytes()
+    shutil.copytree(original, copy)
+    # the copy's message hub names runA's best by its absolute path; a new
+    # best at iteration 4 would make mmengine delete that file
+    runner = tiny_runner(copy, max_iters=4, validate=True, resume=True,
+                         load_from=str(copy / 'iter_2.pth'))
+    runner.train()
+    assert best.read_bytes() == kept
+    assert (copy / 'best_score_iter_4.pth').exists()
+    # the copy's own earlier best is kept too: it did not write it
+    assert (copy / 'best_score_iter_2.pth').read_bytes() == kept
+    # and so in a run resumed in its own folder; a best this process saved
+    # is replaced by its next one, as mmengine does
+    runner = tiny_runner(original, max_iters=8, validate=True, resume=True,
+                         load_from=str(original / 'iter_2.pth'))
+    runner.train()
+    assert sorted(path.name for path in original.glob('best_*')) == [
+        'best_score_iter_2.pth', 'best_score_iter_8.pth']
+
+
+def test_resume_ranks_checkpoints_by_the_step_they_hold(tmp_path, capsys):
+    save_resumable(tmp_path / 'iter_4.pth', 4)
+    # a later checkpoint under an earlier step's name (renamed, copied)
+    save_resumable(tmp_path / 'iter_2.pth', 6)
+    plan = plan_checkpoints(run_cfg(tmp_path), 'auto')
+    assert plan.resume_from == str(tmp_path / 'iter_2.pth')
+    assert f'resuming from {tmp_path / "iter_2.pth"} (iter 6).' in plan.notes
+    # named after a step the resumed run saves again: in the way
+    save_resumable(tmp_path / 'iter_8.pth', 3)
+    with pytest.raises(RunSetupError, match='overwrite the later '
+                       'checkpoints iter_8.pth'):
+        plan_checkpoints(run_cfg(tmp_path), 'auto')
+
+
+@pytest.mark.parametrize('template', ['ckpt.pth', 'ckpt_{}_{}.pth',
+                                      'ckpt_{step}.pth'])
+def test_a_checkpoint_name_without_a_step_is_named(tmp_path, template):
+    with pytest.raises(RunSetupError, match='filename_tmpl=.* needs exactly '
+                       'one {}'):
+        plan_checkpoints(run_cfg(tmp_path, filename_tmpl=template), None)

@@ -1,13 +1,16 @@
 """The command-line pieces the tools share."""
+import argparse
 import os
 
 import pytest
 from mmengine.config import Config
 
 from mmvim.runtime import RunSetupError
-from mmvim.runtime.command_line import (add_cfg_options, add_launcher_options,
+from mmvim.runtime.command_line import (DEBUG_ENV, add_cfg_options,
+                                        add_launcher_options,
                                         parse_launched_args, run_runner,
-                                        task_library, tool_parser)
+                                        task_library, tool_parser,
+                                        user_errors)
 
 
 def test_parser_reads_config_checkpoint_options_and_rank(monkeypatch):
@@ -36,10 +39,40 @@ def test_task_library_names_an_unknown_scope():
         task_library(Config(dict(default_scope='mmpretrain')))
 
 
-def test_setup_errors_end_the_command_with_their_message():
+def run_args(config, **values):
+    return argparse.Namespace(
+        config=str(config), cfg_options=None, launcher='none', work_dir=None,
+        **values)
+
+
+def test_setup_errors_end_the_command_with_their_message(tmp_path,
+                                                        monkeypatch):
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    config = tmp_path / 'run.py'
+    config.write_text('default_scope = "mmseg"\n')
 
     def prepare(cfg):
         raise RunSetupError('no data at data/ade')
 
     with pytest.raises(SystemExit, match='error: no data at data/ade'):
-        run_runner(Config(dict()), prepare, 'train')
+        run_runner(run_args(config), prepare, 'train')
+    with pytest.raises(SystemExit, match='config .*missing.py does not '
+                       'exist'):
+        run_runner(run_args(tmp_path / 'missing.py'), prepare, 'train')
+
+
+def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch):
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    parser = tool_parser('a tool')
+    assert not parser.parse_args(['cfg.py']).debug
+    assert DEBUG_ENV not in os.environ
+    assert parser.parse_args(['cfg.py', '--debug']).debug
+    # set for this process and the ones it starts
+    assert os.environ[DEBUG_ENV] == '1'
+    with pytest.raises(RunSetupError, match='no data'):
+        with user_errors():
+            raise RunSetupError('no data')
+    monkeypatch.setenv(DEBUG_ENV, '0')
+    with pytest.raises(SystemExit, match='error: no data'):
+        with user_errors():
+            raise RunSetupError('no data')

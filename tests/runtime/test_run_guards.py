@@ -1,12 +1,16 @@
-"""The pre-run checks: missing or unusable datasets and missing pretrained
-checkpoints."""
+"""The pre-run checks: missing or unusable datasets, missing pretrained
+checkpoints, checkpoints that do not load, folders that cannot be
+written."""
 import pytest
+import torch
 from mmengine.config import Config
 
 from mmvim.runtime import (
     RunSetupError,
+    check_checkpoint_loads,
     check_datasets_exist,
     check_pretrained_exist,
+    check_writable,
 )
 
 
@@ -115,3 +119,36 @@ def test_missing_pretrained_checkpoint_names_key_and_download(tmp_path):
     checkpoint.parent.mkdir()
     checkpoint.touch()
     check_pretrained_exist(cfg)
+
+
+def test_a_work_dir_that_cannot_be_written_is_named(tmp_path, read_only):
+    check_writable(str(tmp_path / 'new/work'), '--work-dir')
+    locked = read_only(tmp_path / 'locked')
+    for path in (locked, locked / 'work'):
+        with pytest.raises(RunSetupError, match=f'--work-dir {path}: cannot '
+                           f'write in {locked}'):
+            check_writable(str(path), '--work-dir')
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(RunSetupError, match='is a file, not a folder'):
+        check_writable(str(tmp_path / 'file/work'), '--work-dir')
+
+
+def test_a_checkpoint_that_does_not_load_is_named(tmp_path):
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.zeros(4)}}, good)
+    check_checkpoint_loads(str(good), 'load_from')
+    with pytest.raises(RunSetupError, match='load_from .*none.pth: no such '
+                       'file'):
+        check_checkpoint_loads(str(tmp_path / 'none.pth'), 'load_from')
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:200])
+    text = tmp_path / 'notes.pth'
+    text.write_text('not a checkpoint')
+    for bad in (truncated, text):
+        with pytest.raises(RunSetupError, match=f'load_from: {bad} could not '
+                           'be read as a PyTorch checkpoint'):
+            check_checkpoint_loads(str(bad), 'load_from')
+    empty = tmp_path / 'empty.pth'
+    torch.save({'meta': {}}, empty)
+    with pytest.raises(RunSetupError, match='holds no weights'):
+        check_checkpoint_loads(str(empty), 'checkpoint')

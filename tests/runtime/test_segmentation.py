@@ -1,5 +1,6 @@
 """Segmentation labels of large pictures without full-size logits: the
-same labels as mmseg's inference_model."""
+same labels as mmseg's inference_model, from any number of classes
+upsampled at a time."""
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ TINY_CONFIG = Path(__file__).parents[1] / 'data/configs/tiny_upernet_vim.py'
 
 
 @pytest.mark.parametrize('align_corners', [False, True])
+@pytest.mark.parametrize('per_call', [1, 3, 8])
 def test_chunked_argmax_gives_the_labels_of_the_full_tensor(
-        monkeypatch, align_corners):
+        monkeypatch, align_corners, per_call):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(1, 150, 24, 32, generator=generator)
     # exact ties across chunk borders: argmax keeps the lower class
@@ -26,8 +28,9 @@ def test_chunked_argmax_gives_the_labels_of_the_full_tensor(
     size = (250, 330)
     full = F.interpolate(logits, size, mode='bilinear',
                          align_corners=align_corners).argmax(1)
-    # 8 classes per call; the last call overlaps (150 = 18 x 8 + 6)
-    monkeypatch.setattr(segmentation, 'CHUNK_BYTES', 250 * 330 * 4)
+    # per_call classes at a time, the last call taking what is left
+    monkeypatch.setattr(segmentation, 'CHUNK_BYTES',
+                        per_call * 250 * 330 * 4)
     calls = []
     interpolate = F.interpolate
     monkeypatch.setattr(
@@ -35,9 +38,10 @@ def test_chunked_argmax_gives_the_labels_of_the_full_tensor(
         lambda part, *args, **kwargs: calls.append(part.shape[1]) or
         interpolate(part, *args, **kwargs))
     labels = upsampled_argmax(logits, size, align_corners)
-    assert calls == [8] * 19
-    assert labels.shape == (1, 250, 330)
-    assert torch.equal(labels, full)
+    assert calls == [per_call] * (150 // per_call) + (
+        [150 % per_call] if 150 % per_call else [])
+    assert labels.shape == (1, 250, 330) and labels.dtype == torch.uint8
+    assert torch.equal(labels.long(), full)
 
 
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
@@ -66,5 +70,5 @@ def test_same_labels_as_inference_model(tmp_path, monkeypatch, mode):
     result = predict_segmentation(model, str(picture))
     assert 'seg_logits' not in result
     assert result.pred_sem_seg.shape == (150, 210)
-    assert torch.equal(result.pred_sem_seg.data,
+    assert torch.equal(result.pred_sem_seg.data.long(),
                        expected.pred_sem_seg.data)

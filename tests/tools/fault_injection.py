@@ -75,14 +75,14 @@ def kill_before_naming(fault_at: int) -> None:
     """Dies when the ``fault_at``-th checkpoint, written and fsynced, is
     about to get its final name."""
     is_fault = _checkpoint_writes(fault_at)
-    give_name = atomic_files._give_name
+    give_name = atomic_files.give_name
 
-    def give_name_or_die(temporary, path):
+    def give_name_or_die(temporary, path, replace=False):
         if is_fault(path):
             die()
-        give_name(temporary, path)
+        give_name(temporary, path, replace)
 
-    atomic_files._give_name = give_name_or_die
+    atomic_files.give_name = give_name_or_die
 
 
 if FAULT[0] == 'write' and FAULT[2] == 'mid':
