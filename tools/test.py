@@ -7,7 +7,9 @@ import os
 import os.path as osp
 
 import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
-from mmvim.runtime import RunSetupError, check_datasets_exist, load_config
+from mmvim.runtime import (RunSetupError, check_checkpoint_loads,
+                           check_dataset_samples, check_datasets_exist,
+                           check_writable)
 from mmvim.runtime.command_line import (add_cfg_options, add_launcher_options,
                                         parse_launched_args, run_runner,
                                         tool_parser)
@@ -110,8 +112,9 @@ def main():
     args = parse_args()
 
     def prepare(cfg) -> None:
-        if not osp.isfile(args.checkpoint):
-            raise RunSetupError(f'no checkpoint at {args.checkpoint}')
+        """Settings, folders and files checked before anything is built."""
+        check_checkpoint_loads(args.checkpoint, 'checkpoint')
+        check_writable(cfg.work_dir, '--work-dir')
         cfg.load_from = args.checkpoint
         if args.show or args.show_dir:
             enable_visualization(cfg, args.show, args.show_dir,
@@ -121,13 +124,12 @@ def main():
         if args.out:
             keep_predictions(cfg, args.out)
         check_datasets_exist(cfg, ('test_dataloader', ))
+        check_dataset_samples(cfg, ('test_dataloader', ))
 
     # The Runner loads the checkpoint through mmvim's CheckpointFormatHook:
     # weights that do not fit the config stop the test instead of scoring a
     # randomly initialised model.
-    return run_runner(
-        load_config(args.config, args.cfg_options, args.launcher,
-                    args.work_dir), prepare, 'test')
+    return run_runner(args, prepare, 'test')
 
 
 if __name__ == '__main__':

@@ -7,11 +7,15 @@ import torch
 
 import mmvim  # noqa: F401  registers the Vim backbone, neck and optimizer
 from mmvim.runtime import (RunSetupError, apply_checkpoint_plan,
+                           check_checkpoint_loads, check_dataset_samples,
                            check_datasets_exist, check_pretrained_exist,
-                           load_config, plan_checkpoints)
+                           check_writable, checkpoint_layout,
+                           plan_checkpoints)
 from mmvim.runtime.command_line import (add_cfg_options, add_launcher_options,
                                         parse_launched_args, run_runner,
                                         tool_parser)
+
+DATALOADERS = ('train_dataloader', 'val_dataloader')
 
 
 def parse_args(argv=None):
@@ -64,15 +68,22 @@ def main():
     args = parse_args()
 
     def prepare(cfg) -> None:
+        """Everything a user can get wrong, checked before anything is
+        built: settings, folders, files, then every sample of the data."""
         if args.amp:
             enable_amp(cfg)
-        check_datasets_exist(cfg, ('train_dataloader', 'val_dataloader'))
+        check_writable(cfg.work_dir, '--work-dir')
+        check_writable(checkpoint_layout(cfg).directory,
+                       'the checkpoint folder (default_hooks.checkpoint.'
+                       'out_dir)')
+        check_datasets_exist(cfg, DATALOADERS)
         check_pretrained_exist(cfg)
         apply_checkpoint_plan(cfg, plan_checkpoints(cfg, args.resume))
+        if cfg.get('load_from') and not cfg.resume:
+            check_checkpoint_loads(cfg.load_from, 'load_from')
+        check_dataset_samples(cfg, DATALOADERS)
 
-    run_runner(
-        load_config(args.config, args.cfg_options, args.launcher,
-                    args.work_dir), prepare, 'train')
+    run_runner(args, prepare, 'train')
 
 
 if __name__ == '__main__':

@@ -73,10 +73,12 @@ def tool_module():
 
 @pytest.fixture
 def tool_main(monkeypatch):
-    """Calls main() of a script under tools/ with the given arguments."""
+    """Calls main() of a script under tools/ with the given arguments (and
+    ``MMVIM_DEBUG`` unset, as ``--debug`` sets it for the process)."""
 
     def run(script, *args):
         monkeypatch.setattr(sys, 'argv', [script, *map(str, args)])
+        monkeypatch.delenv('MMVIM_DEBUG', raising=False)
         return _load_script(script).main()
 
     return run
@@ -95,6 +97,7 @@ def run_tool():
                 [str(REPO), os.environ.get('PYTHONPATH', '')]),
             PYTHON=sys.executable,
             OMP_NUM_THREADS='1')
+        environment.pop('MMVIM_DEBUG', None)
         environment.update({key: str(value) for key, value in env.items()})
         args = [str(arg) for arg in args]
         command = ['bash', *args] if args[0].endswith('.sh') else [

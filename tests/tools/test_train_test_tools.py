@@ -1,6 +1,8 @@
 """tools/train.py and tools/test.py: missing data, a fresh run in a used
 work dir, resume, and testing the result."""
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,7 @@ def test_train_refuse_overwrite_resume_and_test(tmp_path, tiny_config,
                  'default_hooks.checkpoint.interval=2')
     train(*two_iters)
     first_checkpoint = (work_dir / 'iter_2.pth').read_bytes()
+    config_dump = (work_dir / 'tiny_upernet_vim.py').read_bytes()
 
     with pytest.raises(SystemExit, match='already holds checkpoints'):
         train(*two_iters)
@@ -73,6 +76,13 @@ def test_train_refuse_overwrite_resume_and_test(tmp_path, tiny_config,
     metrics = tool_main('tools/test.py', tiny_config, work_dir / 'iter_4.pth',
                         '--work-dir', tmp_path / 'test')
     assert 0 <= metrics['mIoU'] <= 100
+    # testing into the training work dir: a log folder of its own, and the
+    # training run's config dump kept (the resume above kept it too)
+    tool_main('tools/test.py', tiny_config, work_dir / 'iter_4.pth',
+              '--work-dir', work_dir, '--cfg-options',
+              'test_dataloader.batch_size=2')
+    assert (work_dir / 'tiny_upernet_vim.py').read_bytes() == config_dump
+    assert len([path for path in work_dir.iterdir() if path.is_dir()]) == 3
 
 
 def test_amp_picks_bfloat16_where_supported(monkeypatch, tool_module):
@@ -192,3 +202,80 @@ def test_resume_skips_a_truncated_newest_checkpoint(tmp_path, tiny_config,
     for step in (2, 3):
         saved = torch.load(work_dir / f'iter_{step}.pth', weights_only=True)
         assert saved['meta']['iter'] == step
+
+
+@pytest.mark.parametrize('options,named', [
+    (('train_cfg.max_iter=2', ), "--cfg-options train_cfg.max_iter: "
+     "IterBasedTrainLoop takes no 'max_iter' (did you mean max_iters?)"),
+    (('default_hooks.checkpoint.filename_tmpl=ckpt.pth', ),
+     "filename_tmpl='ckpt.pth' needs exactly one {}"),
+])
+def test_settings_that_cannot_work_stop_train_before_building(
+        tmp_path, tiny_config, tool_main, options, named):
+    with pytest.raises(SystemExit) as stop:
+        tool_main('tools/train.py', tiny_config, '--work-dir',
+                  tmp_path / 'work', '--cfg-options', *options)
+    assert named in str(stop.value.code)
+    assert not (tmp_path / 'work').exists()
+    # --debug: the traceback (the error itself) instead of the message
+    with pytest.raises(RunSetupError, match=re.escape(named)):
+        tool_main('tools/train.py', tiny_config, '--work-dir',
+                  tmp_path / 'work', '--debug', '--cfg-options', *options)
+
+
+def test_an_ops_backend_that_cannot_run_stops_train_in_one_line(
+        tmp_path, tiny_config, run_tool):
+    result = run_tool(['tools/train.py', tiny_config, '--work-dir',
+                       tmp_path / 'work'], MMVIM_OPS_BACKEND='garbage')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: mmvim ops backend: Unknown mmvim ops backend 'garbage' "
+        "($MMVIM_OPS_BACKEND): choose one of ('auto', 'cuda', 'triton', "
+        "'cpu', 'torch', 'sequential')."], result.stderr
+    assert not (tmp_path / 'work').exists()
+
+
+def test_checkpoints_that_do_not_load_stop_before_building(
+        tmp_path, tiny_config, tool_main):
+    damaged = tmp_path / 'damaged.pth'
+    damaged.write_bytes(b'PK\x03\x04 not a whole checkpoint')
+    with pytest.raises(SystemExit) as stop:
+        tool_main('tools/train.py', tiny_config, '--work-dir',
+                  tmp_path / 'work', '--cfg-options', f'load_from={damaged}')
+    assert str(stop.value.code).startswith(
+        f'error: load_from: {damaged} could not be read as a PyTorch '
+        'checkpoint')
+    with pytest.raises(SystemExit) as stop:
+        tool_main('tools/test.py', tiny_config, damaged, '--work-dir',
+                  tmp_path / 'work')
+    assert str(stop.value.code).startswith(
+        f'error: checkpoint: {damaged} could not be read')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_data_that_cannot_be_used_stops_train_before_building(
+        tmp_path, tiny_ade20k_root, tiny_config, tool_main, monkeypatch):
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_ade20k_root, data)
+    monkeypatch.setenv('TINY_ADE20K_ROOT', str(data))
+    labels = data / 'annotations/validation/toy_00001.png'
+    labels.unlink()
+    with pytest.raises(SystemExit) as stop:
+        tool_main('tools/train.py', tiny_config, '--work-dir',
+                  tmp_path / 'work')
+    assert (f'val_dataloader: 1 unusable sample(s): {labels}: missing'
+            in str(stop.value.code))
+    assert not (tmp_path / 'work').exists()
+
+
+def test_a_read_only_work_dir_is_named_before_building(
+        tmp_path, tiny_config, tool_main, read_only):
+    work_dir = read_only(tmp_path / 'work')
+    checkpoint = tmp_path / 'weights.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}}, checkpoint)
+    for tool, arguments in (('tools/train.py', ('--resume', )),
+                            ('tools/test.py', (checkpoint, ))):
+        with pytest.raises(SystemExit) as stop:
+            tool_main(tool, tiny_config, *arguments, '--work-dir', work_dir)
+        assert f'--work-dir {work_dir}: cannot write in {work_dir}' in str(
+            stop.value.code)
