@@ -70,15 +70,59 @@ def test_pictures_it_cannot_use_are_named(tmp_path, tiny_config,
                   '--out', tmp_path / 'out', '--device', 'cpu')
 
 
+@pytest.mark.parametrize('height,width', [(20, 20), (1, 1), (20, 500)])
 def test_too_small_picture_is_named_with_its_size(tmp_path, tiny_config,
                                                   random_checkpoint,
-                                                  tool_main):
-    # the tiny config does not resize: 20x20 gives a 1x1 feature map, which
+                                                  tool_main, height, width):
+    # the tiny config does not resize: 20 pixels give a 1-patch grid, which
     # the neck's 0.5x level cannot pool
-    picture = noise_picture(tmp_path / 'thumb.png', 20, 20)
+    picture = noise_picture(tmp_path / 'thumb.png', height, width)
     with pytest.raises(SystemExit) as stop:
         tool_main(SCRIPT, tiny_config, random_checkpoint(), picture,
                   '--out', tmp_path / 'out', '--device', 'cpu')
-    message = str(stop.value.code)
-    assert f'{picture} (20x20) could not be predicted' in message
-    assert 'resizes it' in message
+    assert stop.value.code == (
+        f'error: {picture} ({width}x{height}) reaches the model as '
+        f'{width}x{height} after the config\'s test pipeline, smaller than '
+        'the 32 pixels per side it needs: use a larger or less elongated '
+        'picture, or a config whose test pipeline resizes it (the ADE20K '
+        'and COCO configs do).')
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('opacity', ['nan', '5', '-1', '0'])
+def test_an_opacity_outside_0_1_is_refused(tmp_path, tiny_config, tool_main,
+                                           opacity, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tool_main(SCRIPT, tiny_config, tmp_path / 'none.pth',
+                  tmp_path / 'none.png', '--opacity', opacity)
+    assert stop.value.code == 2  # argparse's
+    assert (f'argument --opacity: {opacity} is not a number in (0, 1]'
+            in capsys.readouterr().err)
+
+
+def test_paints_as_mmseg_does_in_bands(tmp_path, tiny_config,
+                                       random_checkpoint, tool_main,
+                                       monkeypatch):
+    from mmseg.datasets import ADE20KDataset
+    from mmseg.visualization import SegLocalVisualizer
+
+    from mmvim.runtime import segmentation
+    picture = noise_picture(tmp_path / 'street.png', 40, 56)
+    # a band of 3 rows at a time
+    monkeypatch.setattr(segmentation, 'BAND_BYTES', 56 * 3 * 3 * 8)
+    labels = torch.from_numpy(np.random.default_rng(1).integers(
+        0, 150, (1, 40, 56))).to(torch.uint8)
+    image = np.asarray(Image.open(picture))
+    painted = segmentation.paint_segmentation(
+        image, labels, ADE20KDataset.METAINFO['palette'], 0.3)
+    visualizer = SegLocalVisualizer(name='reference', alpha=0.3)
+    visualizer.dataset_meta = {key.lower(): value for key, value in
+                               ADE20KDataset.METAINFO.items()}
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    sample = SegDataSample(pred_sem_seg=PixelData(data=labels.long()))
+    expected = visualizer._draw_sem_seg(image, sample.pred_sem_seg,
+                                        visualizer.dataset_meta['classes'],
+                                        visualizer.dataset_meta['palette'],
+                                        with_labels=False)
+    assert np.array_equal(painted, expected)
