@@ -77,7 +77,7 @@ def test_refuses_to_replace_a_file_or_read_a_missing_checkpoint(
     result = run_tool(
         [SCRIPT, tiny_config, tmp_path / 'none.pth', '--out',
          tmp_path / 'new.onnx'])
-    assert result.returncode != 0 and 'no such checkpoint' in result.stderr
+    assert result.returncode != 0 and 'none.pth: no such file' in result.stderr
 
 
 def test_an_opset_torch_cannot_write_is_an_error(run_tool, tiny_config,
@@ -90,3 +90,68 @@ def test_an_opset_torch_cannot_write_is_an_error(run_tool, tiny_config,
     assert result.returncode != 0
     assert 'could not convert the graph to opset 17' in result.stderr
     assert not out.exists() and not list(tmp_path.glob('*.partial'))
+
+
+def test_weights_that_do_not_fit_are_refused_before_exporting(
+        tool_main, tiny_config, random_checkpoint, tmp_path):
+
+    def five_classes(state_dict):
+        state_dict['decode_head.conv_seg.weight'] = torch.zeros(5, 16, 1, 1)
+        state_dict['decode_head.conv_seg.bias'] = torch.zeros(5)
+
+    def head_missing_and_an_extra_key(state_dict):
+        for key in [key for key in state_dict if key.startswith(
+                'decode_head.conv_seg')]:
+            del state_dict[key]
+        state_dict['decode_head.classifier.weight'] = torch.zeros(5)
+
+    def backbone_only(state_dict):
+        for key in [key for key in state_dict
+                    if not key.startswith('backbone.')]:
+            del state_dict[key]
+
+    out = tmp_path / 'refused.onnx'
+    for edit, named in ((five_classes, 'decode_head.conv_seg.weight '
+                         '(5, 16, 1, 1) vs (150, 16, 1, 1)'),
+                        (head_missing_and_an_extra_key,
+                         'decode_head.conv_seg.bias'),
+                        (backbone_only, 'decode_head.* (')):
+        checkpoint = random_checkpoint(f'{edit.__name__}.pth', edit)
+        with pytest.raises(SystemExit) as stop:
+            tool_main(SCRIPT, tiny_config, checkpoint, '--out', out,
+                      '--shape', 32, 32)
+        assert f'{checkpoint} does not fit this model' in str(stop.value.code)
+        assert named in str(stop.value.code)
+        assert not list(tmp_path.glob('*.onnx*'))
+    # the backbone alone takes the backbone's weights of any of them
+    tool_main(SCRIPT, tiny_config, random_checkpoint(
+        'backbone.pth', backbone_only), '--out', out, '--shape', 32, 32,
+              '--backbone-only', '--skip-check')
+    assert out.exists()
+
+
+@pytest.mark.parametrize('shape', [(16, 16), (15, 15), (33, 17)])
+def test_a_shape_the_model_cannot_take_is_named(run_tool, tiny_config,
+                                                tmp_path, shape):
+    result = run_tool([SCRIPT, tiny_config, '--out', tmp_path / 'small.onnx',
+                       '--shape', *shape])
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()
+    assert message == [
+        f'error: --shape {shape[0]} {shape[1]} is too small: this model '
+        'needs at least 32 pixels per side (its patches and the neck '
+        f'coarsest level); pass --shape {max(32, shape[0])} '
+        f'{max(32, shape[1])} or larger'], result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_file_beside_the_output_is_never_touched(tool_main, tiny_config,
+                                                    tmp_path):
+    out = tmp_path / 'tiny.onnx'
+    beside = tmp_path / 'tiny.onnx.partial'
+    beside.write_bytes(b'a file of the user')
+    tool_main(SCRIPT, tiny_config, '--out', out, '--shape', 32, 32,
+              '--backbone-only', '--skip-check')
+    assert beside.read_bytes() == b'a file of the user'
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        'tiny.onnx', 'tiny.onnx.partial']

@@ -15,8 +15,9 @@ on the same random pictures:
 Needs the deploy extras: ``pip install -e .[deploy]``.
 """
 import os
-import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import List, Sequence
 
@@ -28,9 +29,14 @@ from torch import nn
 import mmvim  # noqa: F401  registers the Vim backbone and neck
 from mmvim.analysis.timing import median_seconds
 from mmvim.ops import get_backend, use_backend
-from mmvim.runtime import prepare_process
+from mmvim.runtime import (OverwriteRefusedError, RunSetupError,
+                           check_checkpoint_loads, load_fitting_weights,
+                           prepare_process)
+from mmvim.runtime.atomic_files import give_name
+from mmvim.runtime.input_size import smallest_input_side
 from mmvim.runtime.command_line import (add_cfg_options, init_task_model,
-                                        task_library, tool_parser)
+                                        task_library, tool_parser,
+                                        user_errors)
 
 # Portable backends that trace into plain ONNX operators, best first:
 # see docs/deployment.md for the graph sizes and errors behind the order.
@@ -134,17 +140,45 @@ class SegmentorLogits(nn.Module):
         return self.segmentor.encode_decode(images, metas)
 
 
+def check_arguments(cfg: Config, args) -> None:
+    """What the command line asks for, checked before anything is built."""
+    if task_library(cfg) == 'mmdet' and not args.backbone_only:
+        raise RunSetupError('only the backbone of a detection config '
+                            'exports; pass --backbone-only')
+    side = smallest_input_side(cfg.model, args.backbone_only)
+    if min(args.shape) < side:
+        raise RunSetupError(
+            f'--shape {args.shape[0]} {args.shape[1]} is too small: this '
+            f'{"backbone" if args.backbone_only else "model"} needs at '
+            f'least {side} pixels per side (its patches'
+            f'{"" if args.backbone_only else " and the neck coarsest level"}'
+            f'); pass --shape {max(side, args.shape[0])} '
+            f'{max(side, args.shape[1])} or larger')
+    if args.batch_size < 1:
+        raise RunSetupError(f'--batch-size {args.batch_size}: must be 1 or '
+                            'more')
+    if args.checkpoint:
+        check_checkpoint_loads(args.checkpoint, 'checkpoint')
+
+
 def build_model(cfg: Config, checkpoint, backbone_only: bool) -> nn.Module:
-    """The config's model in eval mode on the CPU, BatchNorm for SyncBN."""
+    """The config's model in eval mode on the CPU, BatchNorm for SyncBN,
+    with the checkpoint's weights only if they fit it exactly (the
+    backbone's, under ``backbone.``, for ``backbone_only``)."""
     from mmengine.model import revert_sync_batchnorm
-    if task_library(cfg) == 'mmdet' and not backbone_only:
-        raise ValueError('only the backbone of a detection config exports; '
-                         'pass --backbone-only')
-    model = init_task_model(cfg, checkpoint, device='cpu')
+    with warnings.catch_warnings():
+        # init_detector without a checkpoint warns that it uses COCO's
+        # classes; the classes do not enter the graph.
+        warnings.simplefilter('ignore')
+        model = init_task_model(cfg, None, device='cpu')
     model = revert_sync_batchnorm(model).eval()
-    if backbone_only:
-        return model.backbone
-    return SegmentorLogits(model, cfg.export_shape)
+    network = model.backbone if backbone_only else SegmentorLogits(
+        model, cfg.export_shape)
+    if checkpoint:
+        load_fitting_weights(model.backbone if backbone_only else model,
+                             checkpoint,
+                             prefix='backbone.' if backbone_only else None)
+    return network
 
 
 def max_relative_errors(expected: Sequence[np.ndarray],
@@ -161,16 +195,21 @@ def max_relative_errors(expected: Sequence[np.ndarray],
 
 
 def export(model: nn.Module, pictures: torch.Tensor, out: Path, opset: int,
-           output_names: Sequence[str]) -> None:
+           output_names: Sequence[str], overwrite: bool = False) -> None:
     """Traces ``model`` on ``pictures`` with torch.export into one
-    self-contained file (weights inside, not in a side file), written
-    beside ``out`` first so that a failed export leaves nothing half-done.
+    self-contained file (weights inside, not in a side file), written to a
+    new hidden file beside ``out`` first and then given its name, so that a
+    failed export leaves nothing half-done and touches no other file; an
+    existing ``out`` is replaced only when ``overwrite``.
 
     onnxscript's graph optimiser is skipped: with the scan's loops unrolled,
     an export of the Vim-Ti backbone at 224 was still in it after 17
     minutes, and onnxruntime optimises the graph itself when it loads it.
     """
-    partial = out.with_name(out.name + '.partial')
+    descriptor, partial = tempfile.mkstemp(
+        prefix=f'.{out.name}.', suffix='.partial', dir=out.parent)
+    os.close(descriptor)
+    partial = Path(partial)
     try:
         torch.onnx.export(
             model, (pictures, ),
@@ -184,10 +223,13 @@ def export(model: nn.Module, pictures: torch.Tensor, out: Path, opset: int,
         written = written_opset(partial)
         if written != opset:
             # torch falls back to its own opset when converting fails.
-            raise ValueError(f'torch could not convert the graph to opset '
-                             f'{opset} (it wrote opset {written}); choose '
-                             f'--opset {written} or higher')
-        os.replace(partial, out)
+            raise RunSetupError(
+                f'torch could not convert the graph to opset {opset} (it '
+                f'wrote opset {written}); choose --opset {written} or higher')
+        give_name(str(partial), str(out.absolute()), replace=overwrite)
+    except OverwriteRefusedError:
+        raise RunSetupError(f'{out} appeared during the export; not '
+                            'replacing it (pass --overwrite to)') from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -232,28 +274,31 @@ def time_side_by_side(out: Path, model: nn.Module, pictures: torch.Tensor,
 
 def main(argv=None):
     args = parse_args(argv)
+    with user_errors(FileNotFoundError, ValueError):
+        return export_and_check(args)
+
+
+def export_and_check(args):
+    """Checks the arguments, exports, and checks the file against PyTorch;
+    returns the relative errors (None with --skip-check)."""
     out = Path(args.out)
     if out.exists() and not args.overwrite:
-        sys.exit(f'error: {out} already exists; pass --overwrite to replace '
-                 'it or choose another --out')
-    if args.checkpoint and not os.path.isfile(args.checkpoint):
-        sys.exit(f'error: no such checkpoint: {args.checkpoint}')
+        raise RunSetupError(f'{out} already exists; pass --overwrite to '
+                            'replace it or choose another --out')
     if not args.skip_check:
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError as error:
-            sys.exit(f'error: {error.name} is missing: pip install -e '
-                     '.[deploy] (or -r requirements/deploy.txt)')
+            raise RunSetupError(f'{error.name} is missing: pip install -e '
+                                '.[deploy] (or -r requirements/deploy.txt)')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.export_shape = tuple(args.shape)
+    check_arguments(cfg, args)
     prepare_process()  # weights-only loading of the checkpoint
-    try:
-        network = build_model(cfg, args.checkpoint, args.backbone_only)
-    except ValueError as error:
-        sys.exit(f'error: {error}')
+    network = build_model(cfg, args.checkpoint, args.backbone_only)
     preprocessor = cfg.model.get('data_preprocessor', {})
     model = Normalised(network, preprocessor.get('mean', (0., 0., 0.)),
                        preprocessor.get('std', (1., 1., 1.))).eval()
@@ -263,16 +308,20 @@ def main(argv=None):
         args.batch_size, 3, *args.shape, generator=generator) * 255
     out.parent.mkdir(parents=True, exist_ok=True)
     with use_backend(args.backend), torch.no_grad():
-        expected = model(pictures)
+        try:
+            expected = model(pictures)
+        except (RuntimeError, ValueError) as error:
+            reason = (str(error).strip().splitlines() or [''])[0]
+            raise RunSetupError(
+                f'the model does not run on a {tuple(pictures.shape)} input '
+                f'({reason}); try another --shape') from error
         expected = list(expected) if isinstance(expected,
                                                 (tuple, list)) else [expected]
         output_names = (['logits'] if not args.backbone_only else
                         [f'features_{i}' for i in range(len(expected))])
         started = time.perf_counter()
-        try:
-            export(model, pictures, out, args.opset, output_names)
-        except ValueError as error:
-            sys.exit(f'error: {error}')
+        export(model, pictures, out, args.opset, output_names,
+               args.overwrite)
     print(f'{out}: {out.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, '
           f'backend {args.backend}, input pictures {tuple(pictures.shape)}, '
           'outputs ' + ', '.join(f'{name} {tuple(t.shape)}'
@@ -289,8 +338,9 @@ def main(argv=None):
           'error: ' + ', '.join(f'{name} {error:.2e}'
                                 for name, error in zip(output_names, errors)))
     if max(errors) > args.max_error:
-        sys.exit(f'error: onnxruntime differs from PyTorch by '
-                 f'{max(errors):.2e} > --max-error {args.max_error:g}')
+        raise RunSetupError(f'onnxruntime differs from PyTorch by '
+                            f'{max(errors):.2e} > --max-error '
+                            f'{args.max_error:g}')
     if args.time_runs:
         time_side_by_side(out, model, pictures, args)
     return errors
