@@ -1,4 +1,6 @@
 """tools/analysis_tools/plot_curves.py on the work dir of a real tiny run."""
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -28,3 +30,7 @@ def test_curves_of_a_trained_work_dir(tool_main, run_tool, tiny_config,
     assert result.returncode != 0 and 'never logged' in result.stderr
     result = run_tool([SCRIPT, tmp_path / 'missing'])
     assert result.returncode != 0 and 'does not exist' in result.stderr
+    # a folder (a new one ending in /, or an existing one) gets curves.png
+    for folder in (f'{tmp_path}/pictures/', work_dir):
+        out = tool_main(SCRIPT, work_dir, '--out', folder, '--overwrite')
+        assert out == Path(folder) / 'curves.png' and out.is_file()

@@ -53,3 +53,23 @@ def test_release_holds_no_paths_of_the_training_machine(tmp_path):
     assert published['meta'] == {
         'iter': 10, 'seed': 0, 'dataset_meta': {'classes': ('wall', 'floor')}}
     assert torch.serialization.get_unsafe_globals_in_checkpoint(final) == []
+
+
+@pytest.mark.parametrize('out,expected', [
+    ('release.pth', 'release-{}.pth'),
+    ('release.pt', 'release-{}.pt'),
+    ('release', 'release-{}.pth'),
+    ('b.tar.gz', 'b.tar.gz-{}.pth'),
+    ('releases/', 'releases/iter_10-{}.pth'),
+    ('existing', 'existing/iter_10-{}.pth'),
+])
+def test_release_names(tmp_path, out, expected):
+    source = tmp_path / 'iter_10.pth'
+    torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': {}}, source)
+    (tmp_path / 'existing').mkdir()
+    final = publish_model.publish(str(source), str(tmp_path / out) + (
+        '/' if out.endswith('/') else ''))
+    digest = final.name.rsplit('-', 1)[1][:8]
+    assert final == tmp_path / expected.format(digest)
+    assert torch.load(final, weights_only=True)['state_dict']['w'].shape == (
+        2, )

@@ -42,6 +42,22 @@ def test_toy_dataset_is_deterministic_and_kept(tmp_path, toy):
     assert (first / 'notes.txt').read_text() == 'keep me'
 
 
+@pytest.mark.parametrize('option,value', [('--num-train', '-3'),
+                                          ('--num-val', '0'),
+                                          ('--size', 'x')])
+def test_toy_generator_refuses_counts_below_one(tmp_path, tool_main, capsys,
+                                                option, value):
+    arguments = [tmp_path / 'toy', option, value]
+    if option == '--size':
+        arguments.append(32)
+    with pytest.raises(SystemExit) as stop:
+        tool_main(TOY_GENERATOR, *arguments)
+    assert stop.value.code == 2  # argparse's
+    assert (f'argument {option}: {value} is not a whole number of 1 or '
+            'more') in capsys.readouterr().err
+    assert not (tmp_path / 'toy').exists()
+
+
 def test_quickstart_config_names_the_generated_classes(quickstart_cfg, toy):
     meta = quickstart_cfg.train_dataloader.dataset.metainfo
     assert tuple(meta.classes) == toy.CLASSES

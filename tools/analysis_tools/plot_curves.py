@@ -9,9 +9,10 @@ json logs instead):
         [--metrics mIoU mAcc] [--overwrite]
 """
 import argparse
-import sys
+import os
 from pathlib import Path
 
+from mmvim.runtime.command_line import add_debug_option, user_errors
 from mmvim.visualization import load_scalars, plot_curves
 
 
@@ -20,7 +21,9 @@ def parse_args(argv=None):
     parser.add_argument(
         'work_dir', help='work dir of a run (or one scalars.json)')
     parser.add_argument(
-        '--out', help='PNG to write (default: WORK_DIR/curves.png)')
+        '--out',
+        help='PNG to write, or a folder (ending in / or existing) that '
+        'receives curves.png (default: WORK_DIR/curves.png)')
     parser.add_argument(
         '--metrics',
         nargs='+',
@@ -30,18 +33,28 @@ def parse_args(argv=None):
         '--title', help='figure title (default: the work dir)')
     parser.add_argument(
         '--overwrite', action='store_true', help='replace an existing --out')
+    add_debug_option(parser)
     return parser.parse_args(argv)
+
+
+def output_path(work_dir: Path, out) -> Path:
+    """``--out``, its ``curves.png`` for a folder, or the default."""
+    default_dir = work_dir.parent if work_dir.is_file() else work_dir
+    if out is None:
+        return default_dir / 'curves.png'
+    if out.endswith(('/', os.sep)) or Path(out).is_dir():
+        return Path(out) / 'curves.png'
+    return Path(out)
 
 
 def main(argv=None):
     args = parse_args(argv)
     work_dir = Path(args.work_dir)
-    default_dir = work_dir.parent if work_dir.is_file() else work_dir
-    out = Path(args.out) if args.out else default_dir / 'curves.png'
-    if out.exists() and not args.overwrite:
-        sys.exit(f'error: {out} already exists; pass --overwrite to replace '
-                 'it or choose another --out')
-    try:
+    out = output_path(work_dir, args.out)
+    with user_errors(FileNotFoundError, FileExistsError, ValueError):
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f'{out} already exists; pass --overwrite '
+                                  'to replace it or choose another --out')
         scalars = load_scalars(work_dir)
         drawn = plot_curves(
             scalars,
@@ -49,8 +62,6 @@ def main(argv=None):
             metrics=args.metrics,
             title=args.title or str(work_dir),
             overwrite=True)
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f'error: {error}')
     print(f'{out}: {", ".join(drawn)} from {len(scalars.train)} training '
           f'and {len(scalars.evaluation)} evaluation records')
     return out

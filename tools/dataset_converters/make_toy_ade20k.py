@@ -24,6 +24,7 @@ import argparse
 import numpy as np
 from PIL import Image
 
+from mmvim.runtime.command_line import positive_int
 from mmvim.runtime.generated_data import clear_generated_folders
 
 # Names of annotation values 1..5 (value 0 is unlabelled).
@@ -141,11 +142,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
         'root', nargs='?', default='data/toy_ade20k', help='output folder')
-    parser.add_argument('--num-train', type=int, default=200)
-    parser.add_argument('--num-val', type=int, default=50)
+    parser.add_argument('--num-train', type=positive_int, default=200)
+    parser.add_argument('--num-val', type=positive_int, default=50)
     parser.add_argument(
         '--size',
-        type=int,
+        type=positive_int,
         nargs=2,
         default=(160, 120),
         metavar=('WIDTH', 'HEIGHT'))

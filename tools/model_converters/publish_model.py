@@ -4,8 +4,10 @@ Keeps ``state_dict`` and the parts of ``meta`` a user of the weights needs
 (the class names and palette, the step, versions); drops optimizer,
 schedulers, message hub, and the config text, which carries the training
 machine's absolute data and work paths. Names the file
-``<out>-<sha256[:8]>.pth`` like OpenMMLab's model zoo, writes it atomically
-and never overwrites an existing file. The result loads with
+``<out>-<sha256[:8]>.pth`` like OpenMMLab's model zoo (``<out>`` without a
+``.pth``/``.pt`` it ends with; a folder, ending in ``/`` or existing, gets
+``<checkpoint name>-<sha256[:8]>.pth`` inside), writes it atomically and
+never overwrites an existing file. The result loads with
 ``torch.load(weights_only=True)`` and no allow-list.
 
     python tools/model_converters/publish_model.py \
@@ -14,7 +16,7 @@ and never overwrites an existing file. The result loads with
 import argparse
 import hashlib
 import io
-import sys
+import os
 from pathlib import Path
 
 import torch
@@ -25,6 +27,10 @@ from mmvim.runtime import (
     write_atomically,
 )
 from mmvim.runtime.checkpoint_loading import to_plain_checkpoint
+from mmvim.runtime.command_line import add_debug_option, user_errors
+
+# Checkpoint suffixes the hash goes before; any other name gets '.pth'.
+CHECKPOINT_SUFFIXES = ('.pth', '.pt')
 
 # meta entries a release keeps: none of them holds a path.
 PUBLISHED_META = ('dataset_meta', 'epoch', 'iter', 'mmengine_version', 'seed',
@@ -35,8 +41,24 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint',
                         help='checkpoint saved by tools/train.py')
-    parser.add_argument('out', help='output file name (the hash is appended)')
+    parser.add_argument(
+        'out',
+        help='output file name (the hash is appended), or a folder (ending '
+        'in / or existing) that receives <checkpoint name>-<hash>.pth')
+    add_debug_option(parser)
     return parser.parse_args(argv)
+
+
+def release_name(checkpoint: str, out: str, digest: str) -> Path:
+    """Where the release of ``checkpoint`` goes: ``out`` with ``-<digest>``
+    before its ``.pth``/``.pt`` (or ``-<digest>.pth`` after any other
+    name), or, for a folder, the checkpoint's name so inside it."""
+    if out.endswith(('/', os.sep)) or Path(out).is_dir():
+        out = str(Path(out) / Path(checkpoint).name)
+    out = Path(out)
+    suffix = out.suffix if out.suffix in CHECKPOINT_SUFFIXES else ''
+    stem = out.name[:len(out.name) - len(suffix)]
+    return out.with_name(f'{stem}-{digest}{suffix or ".pth"}')
 
 
 def publish(checkpoint: str, out: str) -> Path:
@@ -53,9 +75,7 @@ def publish(checkpoint: str, out: str) -> Path:
     buffer = io.BytesIO()
     torch.save(slim, buffer)
     data = buffer.getvalue()
-    digest = hashlib.sha256(data).hexdigest()[:8]
-    out = Path(out)
-    final = out.with_name(f'{out.stem}-{digest}{out.suffix or ".pth"}')
+    final = release_name(checkpoint, out, hashlib.sha256(data).hexdigest()[:8])
     try:
         if final.exists():  # even one this process wrote
             raise OverwriteRefusedError
@@ -68,10 +88,8 @@ def publish(checkpoint: str, out: str) -> Path:
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with user_errors(ValueError, FileExistsError, FileNotFoundError):
         final = publish(args.checkpoint, args.out)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        sys.exit(f'error: {error}')
     print(f'wrote {final}')
 
 
