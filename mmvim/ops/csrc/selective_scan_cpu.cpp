@@ -18,7 +18,7 @@
 // every chunk of kChunk tokens; the backward recomputes each chunk's states
 // from there (kChunk x d_state floats, in L1) and walks it backwards, so no
 // (batch, channels, length, d_state) tensor ever exists.
-#ifdef __AVX512F__
+#ifdef __AVX__
 #include <immintrin.h>
 #endif
 
@@ -56,13 +56,24 @@ typedef int32_t Int16 __attribute__((vector_size(64)));
 // Math<float>::exp2 on a vector of floats V (I: its int32 twin): the same
 // clamp, rounding to nearest even, polynomial and power of two, so both give
 // the same bits. AVX-512 has an instruction each for the rounding and the
-// scaling by 2^k. kNonPositive: the caller knows x <= 0 (dt >= 0, A <= 0, as
-// in every Mamba layer), so the upper clamp, which never applies there, is
-// skipped.
+// scaling by 2^k; elsewhere the scaling adds k to the exponent field of the
+// polynomial's value (in [2^-0.5, 2^0.5], so the result stays a normal
+// number for every clamped k and equals p * 2^k exactly), an integer add
+// that leaves the multiply units to the scan. kNonPositive: the caller knows
+// x <= 0 (dt >= 0, A <= 0, as in every Mamba layer), so the upper clamp,
+// which never applies there, is skipped.
 template <typename V, typename I, bool kNonPositive = false>
 inline V exp2_vec(V x) {
   const V low = V{} - 115.f, high = V{} + 126.f;
+#if defined(__AVX__)
+  if constexpr (sizeof(V) == 32) {
+    x = (V)_mm256_max_ps((__m256)x, (__m256)low);  // one instruction, not compare + blend
+  } else {
+    x = x < low ? low : x;
+  }
+#else
   x = x < low ? low : x;
+#endif
   if constexpr (!kNonPositive) x = x > high ? high : x;
 #ifdef __AVX512F__
   constexpr bool kAvx512 = sizeof(V) == 64;
@@ -70,12 +81,26 @@ inline V exp2_vec(V x) {
   constexpr bool kAvx512 = false;
 #endif
   V k;
+  I k_int;
   if constexpr (kAvx512) {
 #ifdef __AVX512F__
     k = (V)_mm512_maskz_roundscale_ps(0xffff, (__m512)x, _MM_FROUND_TO_NEAREST_INT);
 #endif
   } else {
+#if defined(__AVX__)
+    if constexpr (sizeof(V) == 32) {
+      // Converting rounds to nearest even (MXCSR's default), as the
+      // 1.5 * 2^23 addition below does; two conversions, not three adds.
+      k_int = (I)_mm256_cvtps_epi32((__m256)x);
+      k = __builtin_convertvector(k_int, V);
+    } else {
+      k = (x + 12582912.f) - 12582912.f;  // 1.5 * 2^23: exact for |x| < 2^22
+      k_int = __builtin_convertvector(k, I);
+    }
+#else
     k = (x + 12582912.f) - 12582912.f;  // 1.5 * 2^23: exact for |x| < 2^22
+    k_int = __builtin_convertvector(k, I);
+#endif
   }
   const V f = x - k;
   V p = f * 1.53375851e-04f + 1.33998699e-03f;
@@ -89,10 +114,11 @@ inline V exp2_vec(V x) {
     return (V)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)k);
 #endif
   }
-  const I bits = (__builtin_convertvector(k, I) + 127) << 23;
-  V scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  I bits;
+  std::memcpy(&bits, &p, sizeof(bits));
+  bits += k_int << 23;
+  std::memcpy(&p, &bits, sizeof(p));
+  return p;
 }
 
 inline Float16 exp2_16(Float16 x) { return exp2_vec<Float16, Int16>(x); }
@@ -338,36 +364,49 @@ void gather_lanes(const ScanInputs<scalar_t, float>& in, const Rows<scalar_t>& r
   }
 }
 
-// The scan over one chunk in lanes; h (N * kLanes floats) in and out.
+// States a pass of the lane scan keeps in registers: all 16 with AVX-512's
+// 32 vector registers; with 16 (AVX2, NEON) or fewer, 4 per pass over the
+// chunk (their state and A vectors, the token's dt, du and sum, and the
+// exp's temporaries fit), the output accumulating in L1 between passes:
+// all 16 spilled and reloaded states and A vectors on every token, which
+// cost AVX2 a third more instructions.
+constexpr int kLaneStatesPerPass = kLanes >= 16 ? 16 : 4;
+
+// The scan over one chunk in lanes; h (N * kLanes floats) in and out. y
+// holds D u on entry and gets <C, h> added, state by state in order (the
+// sum is the same whatever the passes).
 template <int kN, bool kNonPositive>
 inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float* du,
-                            const float* Du, const float* A2, const float* Bt, const float* Ct,
-                            int64_t token0, int64_t token_step, float* h, float* y) {
+                            const float* A2, const float* Bt, const float* Ct, int64_t token0,
+                            int64_t token_step, float* h, float* y) {
   if constexpr (kN > 0) {
-    LaneFloats hv[kN], a2v[kN];
-    for (int n = 0; n < kN; ++n) {
-      hv[n] = load_lanes(h + n * kLanes);
-      a2v[n] = load_lanes(A2 + n * kLanes);
-    }
-    for (int64_t j = 0; j < len; ++j) {
-      const float* B = Bt + (token0 + j * token_step) * kN;
-      const float* C = Ct + (token0 + j * token_step) * kN;
-      const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
-      LaneFloats acc = load_lanes(Du + j * kLanes);
-#pragma GCC unroll 16
-      for (int n = 0; n < kN; ++n) {
-        hv[n] = exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]) * hv[n] + duv * B[n];
-        acc += hv[n] * C[n];
+    constexpr int kPass = kN % kLaneStatesPerPass == 0 ? kLaneStatesPerPass : kN;
+    for (int n0 = 0; n0 < kN; n0 += kPass) {
+      LaneFloats hv[kPass], a2v[kPass];
+      for (int n = 0; n < kPass; ++n) {
+        hv[n] = load_lanes(h + (n0 + n) * kLanes);
+        a2v[n] = load_lanes(A2 + (n0 + n) * kLanes);
       }
-      store_lanes(y + j * kLanes, acc);
+      for (int64_t j = 0; j < len; ++j) {
+        const float* B = Bt + (token0 + j * token_step) * kN + n0;
+        const float* C = Ct + (token0 + j * token_step) * kN + n0;
+        const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
+        LaneFloats acc = load_lanes(y + j * kLanes);
+#pragma GCC unroll 16
+        for (int n = 0; n < kPass; ++n) {
+          hv[n] = exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]) * hv[n] + duv * B[n];
+          acc += hv[n] * C[n];
+        }
+        store_lanes(y + j * kLanes, acc);
+      }
+      for (int n = 0; n < kPass; ++n) store_lanes(h + (n0 + n) * kLanes, hv[n]);
     }
-    for (int n = 0; n < kN; ++n) store_lanes(h + n * kLanes, hv[n]);
   } else {
     for (int64_t j = 0; j < len; ++j) {
       const float* B = Bt + (token0 + j * token_step) * N;
       const float* C = Ct + (token0 + j * token_step) * N;
       const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
-      LaneFloats acc = load_lanes(Du + j * kLanes);
+      LaneFloats acc = load_lanes(y + j * kLanes);
       for (int64_t n = 0; n < N; ++n) {
         const LaneFloats decay =
             exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * load_lanes(A2 + n * kLanes));
@@ -441,10 +480,10 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
       in.softplus || std::all_of(s.dt, s.dt + n_values, [](float v) { return v >= 0.f; });
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
   if (tile.A_non_positive && dt_non_negative)
-    lane_chunk_scan<kN, true>(N, len, s.dt, s.du, s.y, tile.A2.data(), tile.Bt, tile.Ct, token0,
+    lane_chunk_scan<kN, true>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
                               token_step, tile.h.data(), s.y);
   else
-    lane_chunk_scan<kN, false>(N, len, s.dt, s.du, s.y, tile.A2.data(), tile.Bt, tile.Ct, token0,
+    lane_chunk_scan<kN, false>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
                                token_step, tile.h.data(), s.y);
   if (in.has_z) {
     gather_lanes(in, in.z, b, first, first_step, len, s.z);
