@@ -1,6 +1,7 @@
-"""What the deployment tools (tools/deployment) share: the network a deployed
-file computes, its export with ``torch.export``, the AOTInductor package, and
-the check of a deployed file against PyTorch.
+"""What the deployment tools (tools/deployment: ONNX, AOTInductor) share: the
+network a deployed file computes, the checks of a request before anything is
+built, writing the file without touching any other, ``torch.export``, and the
+comparison of a deployed file with PyTorch.
 
 The network takes one fixed-size batch of RGB pictures, float32 in 0..255,
 (N, 3, H, W), normalises them with the config's ``data_preprocessor`` mean and
@@ -8,8 +9,10 @@ std itself, and returns the segmentor's class logits at the input size or,
 for ``backbone_only``, the backbone's feature maps.
 """
 import os
+import tempfile
+import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,15 +20,16 @@ from mmengine.config import Config
 from torch import nn
 
 from mmvim.ops import list_backends, load_backend
+from .atomic_files import OverwriteRefusedError, give_name
+from .checkpoint_loading import load_fitting_weights
 from .command_line import init_task_model, task_library
+from .input_size import smallest_input_side
+from .run_guards import RunSetupError, check_checkpoint_loads
 
-# The ops backend a deployed graph calls: mmvim's compiled kernels where
-# they run, else the portable ops.
+# The ops backend a deployed network is traced with: mmvim's compiled kernels
+# where they run (the AOTInductor package calls them), else the portable ops.
+# An ONNX file holds the same graph either way (mmvim.ops.onnx_translations).
 DEPLOYMENT_BACKENDS = ('cpu', 'torch')
-
-
-class DeploymentError(ValueError):
-    """A model or setting that cannot be deployed, with the reason."""
 
 
 class Normalised(nn.Module):
@@ -62,26 +66,57 @@ class SegmentorLogits(nn.Module):
         return self.segmentor.encode_decode(images, metas)
 
 
-def deployment_backend() -> str:
-    """The ops backend deployed graphs are traced with: see
-    :data:`DEPLOYMENT_BACKENDS`."""
-    available = {s.name for s in list_backends() if s.available}
-    return next(name for name in DEPLOYMENT_BACKENDS if name in available)
+def check_output(out: Path, overwrite: bool, suffixes: Sequence[str]) -> None:
+    """The file to write: of a kind the tool writes, not replacing one
+    unless ``overwrite``."""
+    if out.suffix not in suffixes:
+        raise RunSetupError(f'--out {out} must end in '
+                            f'{" or ".join(suffixes)}')
+    if out.exists() and not overwrite:
+        raise RunSetupError(f'{out} already exists; pass --overwrite to '
+                            'replace it or choose another --out')
+
+
+def check_request(cfg: Config, shape: Sequence[int], batch_size: int,
+                  backbone_only: bool, checkpoint: Optional[str]) -> None:
+    """What the command line asks for, checked before anything is built."""
+    if task_library(cfg) == 'mmdet' and not backbone_only:
+        raise RunSetupError('only the backbone of a detection config '
+                            'exports; pass --backbone-only')
+    side = smallest_input_side(cfg.model, backbone_only)
+    if min(shape) < side:
+        raise RunSetupError(
+            f'--shape {shape[0]} {shape[1]} is too small: this '
+            f'{"backbone" if backbone_only else "model"} needs at '
+            f'least {side} pixels per side (its patches'
+            f'{"" if backbone_only else " and the neck coarsest level"}'
+            f'); pass --shape {max(side, shape[0])} '
+            f'{max(side, shape[1])} or larger')
+    if batch_size < 1:
+        raise RunSetupError(f'--batch-size {batch_size}: must be 1 or more')
+    if checkpoint:
+        check_checkpoint_loads(checkpoint, 'checkpoint')
 
 
 def build_network(cfg: Config, checkpoint: Optional[str],
                   shape: Sequence[int], backbone_only: bool) -> nn.Module:
     """The config's model as deployed: eval mode on the CPU, BatchNorm for
-    SyncBN, the checkpoint's weights (refused when they do not fit), pictures
+    SyncBN, the checkpoint's weights only if they fit it exactly (the
+    backbone's, under ``backbone.``, for ``backbone_only``), pictures
     normalised inside."""
     from mmengine.model import revert_sync_batchnorm
-    if task_library(cfg) == 'mmdet' and not backbone_only:
-        raise DeploymentError('only the backbone of a detection config '
-                              'exports; pass --backbone-only')
-    model = revert_sync_batchnorm(init_task_model(cfg, checkpoint,
-                                                  device='cpu')).eval()
+    with warnings.catch_warnings():
+        # init_detector without a checkpoint warns that it uses COCO's
+        # classes; the classes do not enter the graph.
+        warnings.simplefilter('ignore')
+        model = init_task_model(cfg, None, device='cpu')
+    model = revert_sync_batchnorm(model).eval()
     network = model.backbone if backbone_only else SegmentorLogits(
         model, shape)
+    if checkpoint:
+        load_fitting_weights(model.backbone if backbone_only else model,
+                             checkpoint,
+                             prefix='backbone.' if backbone_only else None)
     preprocessor = cfg.model.get('data_preprocessor', {})
     return Normalised(network, preprocessor.get('mean', (0., 0., 0.)),
                       preprocessor.get('std', (1., 1., 1.))).eval()
@@ -97,22 +132,62 @@ def as_list(outputs) -> List[torch.Tensor]:
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
+def run_network(network: nn.Module, pictures: torch.Tensor):
+    """The network's outputs on ``pictures``, as a list; a model that does
+    not take the size is a RunSetupError naming it."""
+    try:
+        with torch.no_grad():
+            return as_list(network(pictures))
+    except (RuntimeError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [''])[0]
+        raise RunSetupError(
+            f'the model does not run on a {tuple(pictures.shape)} input '
+            f'({reason}); try another --shape') from error
+
+
 def output_names(outputs, backbone_only: bool) -> List[str]:
     if not backbone_only:
         return ['logits']
     return [f'features_{i}' for i in range(len(as_list(outputs)))]
 
 
+def deployment_backend() -> str:
+    """The ops backend deployed networks are traced with
+    (:data:`DEPLOYMENT_BACKENDS`)."""
+    available = {s.name for s in list_backends() if s.available}
+    return next(name for name in DEPLOYMENT_BACKENDS if name in available)
+
+
 def export_program(network: nn.Module, pictures: torch.Tensor):
-    """``torch.export.export`` of the network on ``pictures``
-    (DeploymentError naming the reason when it cannot be exported)."""
+    """``torch.export.export`` of the network on ``pictures`` (RunSetupError
+    naming the reason when it cannot be exported)."""
     try:
         return torch.export.export(network, (pictures, ))
     except Exception as error:  # noqa: BLE001 - export errors vary
-        reason = str(error).strip().splitlines()[0] if str(error) else ''
-        raise DeploymentError(
+        reason = (str(error).strip().splitlines() or [''])[0]
+        raise RunSetupError(
             f'torch.export cannot export this model: {type(error).__name__}'
             f': {reason}') from error
+
+
+def write_new_file(out: Path, write: Callable[[Path], None],
+                   overwrite: bool) -> None:
+    """``write(path)`` into a new hidden file beside ``out``, which is then
+    given its name: a failure leaves nothing half-done and touches no other
+    file; an existing ``out`` is replaced only when ``overwrite``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, partial = tempfile.mkstemp(
+        prefix=f'.{out.stem}.', suffix=f'.partial{out.suffix}', dir=out.parent)
+    os.close(descriptor)
+    partial = Path(partial)
+    try:
+        write(partial)
+        give_name(str(partial), str(out.absolute()), replace=overwrite)
+    except OverwriteRefusedError:
+        raise RunSetupError(f'{out} appeared while it was written; not '
+                            'replacing it (pass --overwrite to)') from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_operators() -> None:
@@ -123,8 +198,8 @@ def load_operators() -> None:
 
 
 def aoti_package(program, path: Path) -> None:
-    """Compile ``program`` with AOTInductor into the package ``path``
-    (mmvim's compiled operators are its extern kernels)."""
+    """Compile ``program`` with AOTInductor into the package ``path`` (a
+    .pt2; mmvim's operators are its extern kernels)."""
     torch._inductor.aoti_compile_and_package(program,
                                              package_path=os.fspath(path))
 
@@ -142,8 +217,8 @@ def max_relative_errors(expected: Sequence[np.ndarray],
     errors = []
     for want, got in zip(expected, actual):
         if want.shape != got.shape:
-            raise DeploymentError(f'the deployed file returned {got.shape} '
-                                  f'where PyTorch returned {want.shape}')
+            raise RunSetupError(f'the deployed file returned {got.shape} '
+                                f'where PyTorch returned {want.shape}')
         scale = max(float(np.abs(want).max()), np.finfo(np.float32).tiny)
         errors.append(float(np.abs(got - want).max()) / scale)
     return errors

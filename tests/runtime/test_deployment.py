@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmvim.ops import list_backends
-from mmvim.runtime import deployment
+from mmvim.runtime import RunSetupError, deployment
 
 
 def test_deployed_graphs_call_the_compiled_operators_where_they_run():
@@ -23,7 +23,7 @@ def test_a_model_that_cannot_be_exported_names_the_reason():
                 return x + 1
             return x - 1
 
-    with pytest.raises(deployment.DeploymentError,
+    with pytest.raises(RunSetupError,
                        match='torch.export cannot export this model: .*'):
         deployment.export_program(DataDependent(), torch.ones(1, 3, 8, 8))
 
@@ -40,5 +40,5 @@ def test_relative_errors_and_shape_mismatches():
     want = [np.array([1., -2.]), np.array([[4.]])]
     got = [np.array([1., -1.]), np.array([[4.]])]
     assert deployment.max_relative_errors(want, got) == [0.5, 0.]
-    with pytest.raises(deployment.DeploymentError, match='returned'):
+    with pytest.raises(RunSetupError, match='returned'):
         deployment.max_relative_errors(want, [np.zeros(3), np.zeros(1)])

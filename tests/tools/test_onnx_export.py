@@ -54,17 +54,50 @@ def test_backbone_alone_exports_its_feature_maps(tool_main, tiny_config,
     out = tmp_path / 'backbone.onnx'
     errors = tool_main(SCRIPT, tiny_config, tiny_checkpoint, '--out', out,
                        '--shape', 32, 32, '--backbone-only', '--batch-size',
-                       2, '--backend', 'sequential', '--time-runs', 1)
+                       2, '--time-runs', 1)
     assert len(errors) == 4 and max(errors) < 1e-4
     printed = capsys.readouterr().out
-    assert 'backend sequential' in printed
+    assert 'standard operators' in printed
     assert 'median of 1 runs, 1 CPU thread(s)' in printed
-    assert 'onnxruntime' in printed and 'PyTorch (sequential backend)' in (
-        printed)
-    assert not (tmp_path / 'backbone.onnx.partial').exists()
+    assert 'onnxruntime' in printed and 'PyTorch (torch backend)' in printed
+    assert not list(tmp_path.glob('*.partial*'))
     _, shapes = graph_of(out)
     assert shapes['pictures'] == [2, 3, 32, 32]
     assert [shapes[f'features_{i}'] for i in range(4)] == [[2, 16, 2, 2]] * 4
+
+
+def test_the_graph_does_not_grow_with_the_tokens(tool_main, tiny_config,
+                                                 tmp_path):
+    # One ONNX Scan per layer whatever the sequence length: 9 patches and
+    # 16 patches (both resizing pos_embed) give graphs of the same nodes
+    # (the unrolled loops of the portable scan grew with the tokens).
+    counts = []
+    for side in (48, 64):
+        out = tmp_path / f'backbone_{side}.onnx'
+        tool_main(SCRIPT, tiny_config, '--out', out, '--shape', side, side,
+                  '--backbone-only', '--skip-check')
+        model, _ = graph_of(out)
+        kinds = [node.op_type for node in model.graph.node]
+        counts.append(len(kinds))
+        assert kinds.count('Scan') == 4  # one per layer, both directions
+    assert counts[0] == counts[1]
+
+
+def test_custom_ops_write_one_mmvim_node_per_scan_and_conv(
+        tool_main, tiny_config, tmp_path, capsys):
+    out = tmp_path / 'custom.onnx'
+    assert tool_main(SCRIPT, tiny_config, '--out', out, '--shape', 32, 32,
+                     '--backbone-only', '--custom-ops') is None
+    assert 'onnx.checker (with the mmvim schemas): ok' in \
+        capsys.readouterr().out
+    model, _ = graph_of(out)
+    custom = [(node.domain, node.op_type) for node in model.graph.node
+              if node.domain not in ('', 'ai.onnx')]
+    assert custom.count(('mmvim', 'SelectiveScan')) == 4
+    assert custom.count(('mmvim', 'CausalConv1dSilu')) == 8
+    assert len(custom) == 12
+    assert ('mmvim', 1) in {(entry.domain, entry.version)
+                            for entry in model.opset_import}
 
 
 def test_refuses_to_replace_a_file_or_read_a_missing_checkpoint(
@@ -89,7 +122,7 @@ def test_an_opset_torch_cannot_write_is_an_error(run_tool, tiny_config,
                        '--opset', 17, '--skip-check'])
     assert result.returncode != 0
     assert 'could not convert the graph to opset 17' in result.stderr
-    assert not out.exists() and not list(tmp_path.glob('*.partial'))
+    assert not out.exists() and not list(tmp_path.glob('*.partial*'))
 
 
 def test_weights_that_do_not_fit_are_refused_before_exporting(

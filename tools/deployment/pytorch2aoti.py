@@ -17,9 +17,6 @@ Running it needs torch and mmvim's operators: from Python,
 operator library (mmvim/ops/_cpu_ops*.so) before torch's
 ``AOTIModelPackageLoader`` (docs/deployment.md).
 """
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,13 +26,15 @@ from mmengine.config import Config
 import mmvim  # noqa: F401  registers the Vim backbone and neck
 from mmvim.analysis.timing import median_seconds
 from mmvim.ops import use_backend
-from mmvim.runtime import prepare_process
-from mmvim.runtime.command_line import add_cfg_options, tool_parser
-from mmvim.runtime.deployment import (DeploymentError, aoti_package, as_list,
-                                      build_network, deployment_backend,
-                                      example_pictures, export_program,
-                                      load_aoti_package, max_relative_errors,
-                                      output_names)
+from mmvim.runtime import RunSetupError, prepare_process
+from mmvim.runtime.command_line import (add_cfg_options, tool_parser,
+                                        user_errors)
+from mmvim.runtime.deployment import (aoti_package, as_list, build_network,
+                                      check_output, check_request,
+                                      deployment_backend, example_pictures,
+                                      export_program, load_aoti_package,
+                                      max_relative_errors, output_names,
+                                      run_network, write_new_file)
 
 DEFAULT_MAX_ERROR = 1e-4
 
@@ -75,49 +74,34 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def write_package(program, out: Path) -> None:
-    """Compiles into a new file beside ``out`` and renames it when complete:
-    a failure leaves nothing half-written, and no other file is touched."""
-    descriptor, temporary = tempfile.mkstemp(dir=out.parent,
-                                             prefix=f'.{out.stem}.',
-                                             suffix='.pt2')
-    os.close(descriptor)
-    try:
-        aoti_package(program, Path(temporary))
-        os.replace(temporary, out)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def main(argv=None):
     args = parse_args(argv)
+    with user_errors(FileNotFoundError, ValueError):
+        return package_and_check(args)
+
+
+def package_and_check(args):
+    """Checks the arguments, exports and compiles the package, and checks it
+    against PyTorch; returns the relative errors (None with --skip-check)."""
     out = Path(args.out)
-    if out.suffix != '.pt2':
-        sys.exit(f'error: --out {out} must end in .pt2 (AOTInductor '
-                 'packages are .pt2 archives)')
-    if out.exists() and not args.overwrite:
-        sys.exit(f'error: {out} already exists; pass --overwrite to replace '
-                 'it or choose another --out')
-    if args.checkpoint and not os.path.isfile(args.checkpoint):
-        sys.exit(f'error: no such checkpoint: {args.checkpoint}')
+    check_output(out, args.overwrite, ('.pt2', ))
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    check_request(cfg, args.shape, args.batch_size, args.backbone_only,
+                  args.checkpoint)
     prepare_process()  # weights-only loading of the checkpoint
+    network = build_network(cfg, args.checkpoint, args.shape,
+                            args.backbone_only)
     pictures = example_pictures(args.batch_size, args.shape)
     backend = deployment_backend()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        network = build_network(cfg, args.checkpoint, args.shape,
-                                args.backbone_only)
-        with use_backend(backend), torch.no_grad():
-            expected = as_list(network(pictures))
-            started = time.perf_counter()
+    with use_backend(backend):
+        expected = run_network(network, pictures)
+        started = time.perf_counter()
+        with torch.no_grad():
             program = export_program(network, pictures)
-            write_package(program, out)
-    except DeploymentError as error:
-        sys.exit(f'error: {error}')
+            write_new_file(out, lambda path: aoti_package(program, path),
+                           args.overwrite)
     names = output_names(expected, args.backbone_only)
     print(f'{out}: {out.stat().st_size / 2**20:.1f} MiB, ops backend '
           f'{backend}, input pictures {tuple(pictures.shape)}, outputs ' +
@@ -134,8 +118,9 @@ def main(argv=None):
     print('package vs PyTorch, max relative error: ' + ', '.join(
         f'{name} {error:.2e}' for name, error in zip(names, errors)))
     if max(errors) > args.max_error:
-        sys.exit(f'error: the package differs from PyTorch by '
-                 f'{max(errors):.2e} > --max-error {args.max_error:g}')
+        raise RunSetupError(f'the package differs from PyTorch by '
+                            f'{max(errors):.2e} > --max-error '
+                            f'{args.max_error:g}')
     if args.time_runs:
         torch.set_num_threads(args.threads)
         with use_backend(backend), torch.no_grad():
