@@ -214,6 +214,7 @@ def detection_panel(image,
                     classes: Sequence[str],
                     out_file,
                     score_thr: float = 0.3,
+                    score_source: Optional[str] = None,
                     palette: Optional[Sequence[Colour]] = None,
                     scale: int = 4,
                     overwrite: bool = False) -> Path:
@@ -221,7 +222,8 @@ def detection_panel(image,
 
     Boxes are outlined and masks blended in their class's colour; only
     predictions scored at least ``score_thr`` are drawn, and the prediction's
-    title says how many of how many that is.
+    title says how many of how many that is, and where the threshold came
+    from when ``score_source`` says so (e.g. 'best F1 on val').
     """
     image = _check_image(image)
     scale = _check_scale(scale)
@@ -270,8 +272,9 @@ def detection_panel(image,
 
     titles = [
         'input', f'ground truth ({len(ground_truth.labels)})',
-        f'prediction, score >= {score_thr:g} '
-        f'({len(shown.labels)} of {len(prediction.labels)})'
+        f'prediction, score >= {score_thr:g}' +
+        ('' if score_source is None else f', {score_source}') +
+        f' ({len(shown.labels)} of {len(prediction.labels)})'
     ]
     legend = _legend(classes, colours,
                      np.union1d(ground_truth.labels, shown.labels))
