@@ -67,7 +67,7 @@ def run_grid(configs: Sequence[str],
 
 
 def _cell(peak_bytes: int) -> str:
-    return f'{peak_bytes / 2**30:.1f} ({smallest_card(peak_bytes)})'
+    return f'{peak_bytes / 2**30:.2f} ({smallest_card(peak_bytes)})'
 
 
 def _recipe_batch(config: str) -> int:

@@ -43,12 +43,12 @@ def _rows(peaks_gib):
 def test_tables_show_peaks_and_the_smallest_card():
     rows = _rows({8: (20.0, 12.0, 14.0, 9.0), 1: (3.0, 2.5, 2.0, 1.5)})
     docs = docs_tables(rows)
-    assert '| **8** (recipe) | 20.0 (24 GB) | 12.0 (16 GB) | 14.0 (24 GB) ' \
-        '| 9.0 (16 GB) |' in docs
-    assert '| 1 | 3.0 (16 GB) |' in docs
-    assert 'Inference (fp32, one 512x2048 image): 1.0 (16 GB).' in docs
+    assert '| **8** (recipe) | 20.00 (24 GB) | 12.00 (16 GB) | ' \
+        '14.00 (24 GB) | 9.00 (16 GB) |' in docs
+    assert '| 1 | 3.00 (16 GB) |' in docs
+    assert 'Inference (fp32, one 512x2048 image): 1.00 (16 GB).' in docs
     readme = readme_table(rows)
-    assert f'| `{SEG}` | 8 | 20.0 (24 GB) | 14.0 (24 GB) |' in readme
+    assert f'| `{SEG}` | 8 | 20.00 (24 GB) | 14.00 (24 GB) |' in readme
 
 
 def test_markers_delimit_what_is_replaced():

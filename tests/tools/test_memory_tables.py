@@ -21,9 +21,9 @@ def test_tables_are_redrawn_from_a_results_file(tool_module, tmp_path,
     results.write_text(json.dumps(rows))
     memory_table.main(['--from', str(results)])
     out = capsys.readouterr().out
-    assert '| **8** (recipe) | 20.0 (24 GB) | 20.0 (24 GB) | 19.0 (24 GB)' \
+    assert '| **8** (recipe) | 20.00 (24 GB) | 20.00 (24 GB) | 19.00 (24 GB)' \
         in out
-    assert f'| `{config}` | 8 | 20.0 (24 GB) | 19.0 (24 GB) |' in out
+    assert f'| `{config}` | 8 | 20.00 (24 GB) | 19.00 (24 GB) |' in out
     with pytest.raises(SystemExit):
         memory_table.parse_args(['--results', str(results)])
     assert 'exists' in capsys.readouterr().err
