@@ -4,10 +4,14 @@
 # layout); backbone: the released ImageNet checkpoint, see docs/detection.md.
 #
 # Batch 64 = 16 GPUs x 4 images (the reference launch script ran 4 GPUs x
-# 16). Other splits keep 64 (e.g. 8 x 8, or 32 x 2 with with_cp on 24 GB
-# cards): tools/dist_train.sh CONFIG GPUS --cfg-options
-# train_dataloader.batch_size=N. Mixed precision: tools/train.py --amp
-# (bfloat16 where the GPU has it: float16 gave NaN losses with Vim).
+# 16). Other splits keep 64 (e.g. 8 x 8 or 32 x 2): tools/dist_train.sh
+# CONFIG GPUS --cfg-options train_dataloader.batch_size=N. Peak memory per
+# GPU in fp32 without / with with_cp, computed by
+# tools/analysis_tools/estimate_memory.py (docs/memory.md; not measured on
+# a GPU): 2 images 9.2 / 6.3 GiB, 4 images 16.9 / 11.1 GiB, 8 images
+# 32.6 / 20.9 GiB; a card needs that + 10% + 1 GiB. Mixed precision:
+# tools/train.py --amp (bfloat16 where the GPU has it: float16 gave NaN
+# losses with Vim).
 _base_ = [
     '../_base_/models/cascade_mask_rcnn_vim_sfp.py',
     '../_base_/datasets/coco_instance_lsj_1024.py',

@@ -37,7 +37,8 @@ model = dict(
         drop_path_rate=0.1,
         # Gradient checkpointing: each layer scans all 4096 tokens of a
         # 1024x1024 input; set True (--cfg-options model.backbone.with_cp=True)
-        # to trade one more forward pass per layer for memory.
+        # to trade one more forward pass per layer for memory (Vim-Ti, 4
+        # images per GPU: 16.9 -> 11.1 GiB computed, docs/memory.md).
         with_cp=False),
     neck=dict(
         _delete_=True,
