@@ -108,7 +108,8 @@ def parse_args(argv=None):
 def export(model, pictures: torch.Tensor, out: Path, opset: int,
            names, custom_ops: bool, overwrite: bool) -> None:
     """Exports ``model`` on ``pictures`` into one self-contained file
-    (weights inside), written beside ``out`` and then given its name.
+    (weights inside, no debugging records), written beside ``out`` and then
+    given its name.
 
     onnxscript's graph optimiser is skipped: onnxruntime optimises the graph
     itself when it loads it.
@@ -118,16 +119,16 @@ def export(model, pictures: torch.Tensor, out: Path, opset: int,
         onnx_translations.portable_table()
 
     def write(path: Path) -> None:
-        torch.onnx.export(
+        program = torch.onnx.export(
             model, (pictures, ),
-            str(path),
             dynamo=True,
-            external_data=False,
             optimize=False,
             opset_version=opset,
             input_names=['pictures'],
             output_names=list(names),
             custom_translation_table=table)
+        without_debug_records(program.model)
+        program.save(str(path), external_data=False)
         written = written_opset(path)
         if written != opset:
             # torch falls back to its own opset when converting fails.
@@ -136,6 +137,15 @@ def export(model, pictures: torch.Tensor, out: Path, opset: int,
                 f'wrote opset {written}); choose --opset {written} or higher')
 
     write_new_file(out, write, overwrite)
+
+
+def without_debug_records(model) -> None:
+    """Drops the exporter's per-node records (stack traces, FX names and
+    module scopes: 7.6 of the 53.6 MiB of UperNet + Vim-Ti at 512), which
+    no runtime reads."""
+    import onnx_ir as ir
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        node.metadata_props.clear()
 
 
 def written_opset(path: Path) -> int:
