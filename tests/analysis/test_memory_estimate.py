@@ -52,16 +52,20 @@ def test_default_input_size_and_batch_come_from_the_config(
     assert default_batch_size(cfg, 'train') == cfg.train_dataloader.batch_size
 
 
-def _assert_matches_a_real_step(settings: EstimateSettings):
+def _assert_matches_a_real_step(settings: EstimateSettings,
+                                allocator_tolerance=ALLOCATOR_TOLERANCE):
     estimate = estimate_memory(settings)
     measured = measure_memory(settings)
     assert estimate.settings['counted'] == 'fake tensors'
     assert estimate.peak_bytes == measured.peak_bytes
     assert estimate.at_peak == measured.at_peak
     assert estimate.phase_peaks == measured.phase_peaks
+    # The allocator sees every counted tensor, and kernels' scratch too.
     allocator = measured.allocator['peak']
-    assert abs(estimate.peak_bytes - allocator) <= \
-        ALLOCATOR_TOLERANCE * allocator, (estimate.peak_bytes, allocator)
+    assert allocator >= estimate.peak_bytes
+    if allocator_tolerance is not None:
+        assert allocator - estimate.peak_bytes <= \
+            allocator_tolerance * allocator, (estimate.peak_bytes, allocator)
     return estimate
 
 
@@ -76,14 +80,19 @@ def test_tiny_config_estimate_matches_a_real_cpu_step():
 
 
 @pytest.mark.slow  # about a minute per config on 2 cores
-@pytest.mark.parametrize('settings', [
-    EstimateSettings(QUICKSTART_SEG, device='cpu', data_parallel=False,
-                     batch_per_gpu=2, input_shape=(128, 128)),
-    EstimateSettings(QUICKSTART_DET, device='cpu', data_parallel=False),
-    EstimateSettings(QUICKSTART_DET, device='cpu', mode='test'),
+@pytest.mark.parametrize('settings, allocator_tolerance', [
+    (EstimateSettings(QUICKSTART_SEG, device='cpu', data_parallel=False,
+                      batch_per_gpu=2, input_shape=(128, 128)),
+     ALLOCATOR_TOLERANCE),
+    (EstimateSettings(QUICKSTART_DET, device='cpu', data_parallel=False),
+     ALLOCATOR_TOLERANCE),
+    # The CPU's transposed convolution copies its 100 masks' output inside
+    # the call (45% of this small step's peak, docs/memory.md).
+    (EstimateSettings(QUICKSTART_DET, device='cpu', mode='test'), None),
 ], ids=['seg-train', 'det-train', 'det-test'])
-def test_quickstart_estimates_match_real_cpu_steps(settings):
-    estimate = _assert_matches_a_real_step(settings)
+def test_quickstart_estimates_match_real_cpu_steps(settings,
+                                                   allocator_tolerance):
+    estimate = _assert_matches_a_real_step(settings, allocator_tolerance)
     if settings.mode == 'train':
         assert estimate.by('kind')['optimizer states'] > 0
 
