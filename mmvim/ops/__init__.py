@@ -20,7 +20,8 @@ per op. A new backend is one :func:`register_backend` call and one module in
 """
 import os
 
-from .mamba_ops import (bidirectional_selective_scan, causal_conv1d_silu,
+from .mamba_ops import (bidirectional_causal_conv1d_silu,
+                        bidirectional_selective_scan, causal_conv1d_silu,
                         check_scan_arguments, selective_scan)
 from .registry import (BACKEND_ENV, Backend, BackendStatus, auto_order,
                        backend_names, get_backend, list_backends,
@@ -68,7 +69,8 @@ for _backend in _BUILTIN_BACKENDS:
 
 __all__ = [
     'BACKEND_ENV', 'Backend', 'BackendStatus', 'auto_order', 'backend_names',
-    'bidirectional_selective_scan', 'causal_conv1d_silu',
+    'bidirectional_causal_conv1d_silu', 'bidirectional_selective_scan',
+    'causal_conv1d_silu',
     'check_scan_arguments', 'get_backend', 'list_backends', 'load_backend',
     'register_backend', 'requested_backend', 'selective_scan', 'set_backend',
     'simulate_backend', 'unregister_backend', 'use_backend'

@@ -17,9 +17,12 @@ registry picks the backend while Python runs, so ``torch.compile``,
 - ``selective_scan_<b>_backward(..., states, grad_y)``: the gradients of u,
   delta, A, B, C, D, z, delta_bias, each a new contiguous tensor in its input's
   shape and dtype (empty where the optional input is absent).
-- ``causal_conv1d_silu_<b>(x, weight, bias?, reverse) -> out`` in x's dtype
-  and layout, and its backward ``-> (grad_x in x's layout, grad_weight,
-  grad_bias)``.
+- ``causal_conv1d_silu_<b>(x, weight, bias?, reverse_from) -> out``: x
+  ``(b, d_in, l)``, weight ``(d_out, k)`` with d_out a multiple of d_in; output
+  channel c reads input channel ``c % d_in`` (a Vim layer's two directions are
+  one call into one tensor), and the channels from ``reverse_from`` on look
+  ahead instead of back; out ``(b, d_out, l)`` in x's dtype and layout. Its
+  backward returns ``(grad_x in x's layout, grad_weight, grad_bias)``.
 
 The forward operators carry their autograd formula (their backward
 operator). A backend written in Python defines its operators with
@@ -35,7 +38,7 @@ NAMESPACE = 'mmvim'
 SCAN_ARGUMENTS = ('Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, '
                   'Tensor? D, Tensor? z, Tensor? delta_bias, '
                   'bool delta_softplus, SymInt reverse_from')
-CONV_ARGUMENTS = 'Tensor x, Tensor weight, Tensor? bias, bool reverse'
+CONV_ARGUMENTS = 'Tensor x, Tensor weight, Tensor? bias, SymInt reverse_from'
 SCHEMAS = {
     'selective_scan': f'({SCAN_ARGUMENTS}) -> (Tensor, Tensor)',
     'selective_scan_backward':
@@ -63,12 +66,14 @@ def is_channel_last(tensor: torch.Tensor) -> bool:
 
 
 def empty_in_layout_of(tensor: torch.Tensor,
-                       dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """A new (b, d, l) tensor laid out like ``tensor``: channel-last when it is
-    (the mixer's views), so the next op reads it without a transpose; else
-    contiguous. The compiled kernels follow the same rule
-    (csrc/stable_tensor.h)."""
-    batch, channels, length = tensor.shape
+                       dtype: Optional[torch.dtype] = None,
+                       channels: Optional[int] = None) -> torch.Tensor:
+    """A new (b, d, l) tensor laid out like ``tensor`` (d: its channels, or
+    ``channels``): channel-last when it is (the mixer's views), so the next op
+    reads it without a transpose; else contiguous. The compiled kernels follow
+    the same rule (csrc/stable_tensor.h)."""
+    batch, own_channels, length = tensor.shape
+    channels = own_channels if channels is None else channels
     dtype = dtype or tensor.dtype
     if not is_channel_last(tensor):
         return tensor.new_empty((batch, channels, length), dtype=dtype)
@@ -113,11 +118,11 @@ def _scan_backward_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
         for t in (u, delta, A, B, C, D, z, delta_bias))
 
 
-def _conv_fake(x, weight, bias, reverse):
-    return empty_in_layout_of(x)
+def _conv_fake(x, weight, bias, reverse_from):
+    return empty_in_layout_of(x, channels=weight.shape[0])
 
 
-def _conv_backward_fake(x, weight, bias, reverse, grad_out):
+def _conv_backward_fake(x, weight, bias, reverse_from, grad_out):
     return (empty_in_layout_of(x),
             torch.empty_like(weight, memory_format=torch.contiguous_format),
             no_gradient(x) if bias is None else torch.empty_like(
@@ -164,11 +169,11 @@ def _register_conv_autograd(backend: str) -> None:
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs[:3])
-        ctx.reverse = inputs[3]
+        ctx.reverse_from = inputs[3]
 
     def gradients(ctx, grad_out):
         inputs = ctx.saved_tensors
-        grads = backward(*inputs, ctx.reverse, grad_out)
+        grads = backward(*inputs, ctx.reverse_from, grad_out)
         return (*_gradients_of_given(grads, ctx.needs_input_grad, inputs),
                 None)
 

@@ -113,6 +113,26 @@ def bidirectional_selective_scan(u, delta, A, B, C, D=None, z=None,
                  u.shape[1] // 2)
 
 
+def _check_conv_arguments(x, weight, bias, directions: int) -> None:
+    name = 'causal_conv1d_silu' if directions == 1 else \
+        'bidirectional_causal_conv1d_silu'
+    if x.dim() != 3 or 0 in x.shape or weight.dim() != 2 or \
+            weight.shape[0] != directions * x.shape[1] or weight.shape[1] == 0:
+        raise ValueError(
+            f'{name}: x {tuple(x.shape)} and weight {tuple(weight.shape)} '
+            'must be (batch, channels, length) and '
+            f'({"" if directions == 1 else "2 * "}channels, width), none '
+            'empty.')
+    if bias is not None and tuple(bias.shape) != (weight.shape[0], ):
+        raise ValueError(f'{name}: bias has shape {tuple(bias.shape)}, '
+                         f'expected ({weight.shape[0]},).')
+
+
+def _conv(x, weight, bias, reverse_from):
+    _, backend = resolve(x.device)
+    return backend.causal_conv1d_silu(x, weight, bias, reverse_from)
+
+
 def causal_conv1d_silu(x: torch.Tensor,
                        weight: torch.Tensor,
                        bias: Optional[torch.Tensor] = None,
@@ -123,14 +143,17 @@ def causal_conv1d_silu(x: torch.Tensor,
     flipped sequence, in token order (output t sees t..t+k-1), which is what
     the backward direction of a Vim layer computes.
     """
-    if x.dim() != 3 or 0 in x.shape or weight.dim() != 2 or \
-            weight.shape[0] != x.shape[1] or weight.shape[1] == 0:
-        raise ValueError(
-            f'causal_conv1d_silu: x {tuple(x.shape)} and weight '
-            f'{tuple(weight.shape)} must be (batch, channels, length) and '
-            '(channels, width), none empty.')
-    if bias is not None and tuple(bias.shape) != (x.shape[1], ):
-        raise ValueError(f'causal_conv1d_silu: bias has shape '
-                         f'{tuple(bias.shape)}, expected ({x.shape[1]},).')
-    _, backend = resolve(x.device)
-    return backend.causal_conv1d_silu(x, weight, bias, bool(reverse))
+    _check_conv_arguments(x, weight, bias, directions=1)
+    return _conv(x, weight, bias, 0 if reverse else x.shape[1])
+
+
+def bidirectional_causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor,
+                                     bias: Optional[torch.Tensor] = None
+                                     ) -> torch.Tensor:
+    """Both directions' convs of a Vim layer into one (b, 2d, l) tensor:
+    weight (2d, k), its first d rows the causal conv of x (b, d, l), the
+    others the look-ahead (``reverse``) conv of x, in token order. The same as
+    concatenating two :func:`causal_conv1d_silu` calls, without the copy;
+    the result is in x's layout."""
+    _check_conv_arguments(x, weight, bias, directions=2)
+    return _conv(x, weight, bias, x.shape[1])

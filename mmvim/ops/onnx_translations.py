@@ -26,6 +26,7 @@ import torch
 from onnxscript import opset18 as op
 
 from .library import NAMESPACE, operator_name
+from .portable_conv import segments
 from .registry import backend_names
 
 MMVIM_DOMAIN = 'mmvim'
@@ -170,22 +171,37 @@ def _portable_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return op.Cast(y, to=dtype), _unused_states(u, A)
 
 
-def _portable_conv(x, weight, bias=None, reverse: bool = False):
-    """Depthwise causal conv + SiLU: Pad, Conv (group = channels), x
-    sigmoid(x); ``reverse`` pads on the right and mirrors the taps."""
-    channels, width = int(weight.shape[0]), int(weight.shape[1])
-    taps = op.Cast(weight, to=FLOAT)
-    if reverse:
-        taps = op.Slice(taps, _shape(width - 1), _shape(-width - 1),
-                        _shape(1), _shape(-1))
-    pads = [0, 0, 0, 0, 0, width - 1] if reverse else \
-        [0, 0, width - 1, 0, 0, 0]
-    padded = op.Pad(op.Cast(x, to=FLOAT), _shape(*pads))
-    kernel = op.Unsqueeze(taps, _shape(1))
-    conv_inputs = [padded, kernel] + (
-        [] if bias is None else [op.Cast(bias, to=FLOAT)])
-    out = op.Conv(*conv_inputs, group=channels)
-    return op.Cast(op.Mul(out, op.Sigmoid(out)), to=x.dtype)
+def _portable_conv(x, weight, bias=None, reverse_from: int = 0):
+    """Depthwise causal conv + SiLU per segment of output channels (one
+    direction, consecutive input channels; see
+    :func:`mmvim.ops.portable_conv.segments`): Slice, Pad, Conv (group =
+    channels), x sigmoid(x); a look-ahead segment pads on the right and
+    mirrors its taps. The segments' outputs are concatenated."""
+    d_in, d_out = int(x.shape[1]), int(weight.shape[0])
+    width = int(weight.shape[1])
+    x32, weight32 = op.Cast(x, to=FLOAT), op.Cast(weight, to=FLOAT)
+    bias32 = None if bias is None else op.Cast(bias, to=FLOAT)
+    outputs = []
+    for segment in segments(d_in, d_out, int(reverse_from)):
+        channels = segment.end - segment.first
+        source = op.Slice(x32, _shape(segment.source),
+                          _shape(segment.source + channels), _shape(1))
+        taps = op.Slice(weight32, _shape(segment.first), _shape(segment.end),
+                        _shape(0))
+        if segment.reverse:
+            taps = op.Slice(taps, _shape(width - 1), _shape(-width - 1),
+                            _shape(1), _shape(-1))
+        pads = [0, 0, 0, 0, 0, width - 1] if segment.reverse else \
+            [0, 0, width - 1, 0, 0, 0]
+        conv_inputs = [op.Pad(source, _shape(*pads)),
+                       op.Unsqueeze(taps, _shape(1))]
+        if bias32 is not None:
+            conv_inputs.append(op.Slice(bias32, _shape(segment.first),
+                                        _shape(segment.end), _shape(0)))
+        out = op.Conv(*conv_inputs, group=channels)
+        outputs.append(op.Mul(out, op.Sigmoid(out)))
+    out = outputs[0] if len(outputs) == 1 else op.Concat(*outputs, axis=1)
+    return op.Cast(out, to=x.dtype)
 
 
 def _schemas():
@@ -225,16 +241,18 @@ def _schemas():
             ]),
         schema(
             'CausalConv1dSilu', MMVIM_DOMAIN, 1,
-            'silu(depthwise causal conv1d(x)), '
-            'mmvim.ops.causal_conv1d_silu semantics.',
+            'silu(depthwise causal conv1d(x)): output channel c reads input '
+            'channel c % d_in, as mmvim.ops.bidirectional_causal_conv1d_silu '
+            '(or causal_conv1d_silu for d_out = d_in).',
             inputs=[parameter('x', 'T'), parameter('weight', 'W'),
                     parameter('bias', 'W', **optional)],
             outputs=[parameter('y', 'T')],
             type_constraints=[activations, weights],
             attributes=[
                 onnx.defs.OpSchema.Attribute(
-                    'reverse', integer, 'look ahead instead of back',
-                    required=True)
+                    'reverse_from', integer,
+                    'first output channel that looks ahead instead of back '
+                    '(d_out: none)', required=True)
             ]),
     ]
 
@@ -255,10 +273,10 @@ def _custom_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return y, _unused_states(u, A)
 
 
-def _custom_conv(x, weight, bias=None, reverse: bool = False):
+def _custom_conv(x, weight, bias=None, reverse_from: int = 0):
     """One ``mmvim::CausalConv1dSilu`` node."""
     return MMVIM_OPSET.CausalConv1dSilu(x, weight, bias,
-                                        reverse=int(reverse))
+                                        reverse_from=int(reverse_from))
 
 
 def _table(scan: Callable, conv: Callable) -> Dict[Callable, Callable]:

@@ -275,25 +275,30 @@ def test_backward_stores_no_full_state_tensor_and_is_deterministic():
 
 
 @needs_cpu_ops
-@pytest.mark.parametrize('reverse', [False, True])
+@pytest.mark.parametrize('direction', ['causal', 'reverse', 'both'])
 @pytest.mark.parametrize('length', [1, 3, 50])
 @pytest.mark.parametrize('channels, layout', [(6, 'channel_last'),
                                               (70, 'channel_last'),
                                               (6, 'contiguous')])
-def test_conv_matches_the_portable_conv(reverse, length, channels, layout):
+def test_conv_matches_the_portable_conv(direction, length, channels, layout):
     """The mixer's x is a channel-last view of the input projection (blocks
-    of 64 channels, a channel-last output); other layouts go row by row."""
+    of 64 channels, a channel-last output); other layouts go row by row.
+    'both': the two directions' convs in one call (segments of 70 channels
+    cross a 64-channel block)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, length, channels, generator=gen).transpose(1, 2)
     if layout == 'contiguous':
         x = x.contiguous()
-    weight = torch.randn(channels, 4, generator=gen)
-    bias = torch.randn(channels, generator=gen)
+    out_channels = 2 * channels if direction == 'both' else channels
+    weight = torch.randn(out_channels, 4, generator=gen)
+    bias = torch.randn(out_channels, generator=gen)
     results = []
     for backend in ('cpu', 'torch'):
         leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
         with ops.use_backend(backend):
-            out = ops.causal_conv1d_silu(*leaves, reverse=reverse)
+            out = ops.bidirectional_causal_conv1d_silu(*leaves) if \
+                direction == 'both' else ops.causal_conv1d_silu(
+                    *leaves, reverse=direction == 'reverse')
         if backend == 'cpu' and length > 1:
             assert (out.stride(1) == 1) == (layout == 'channel_last')
         grad_out = torch.randn(out.shape, generator=torch.Generator()
@@ -317,3 +322,8 @@ def test_conv_gradcheck_float64(layout):
             assert torch.autograd.gradcheck(
                 lambda x, w, b: ops.causal_conv1d_silu(x, w, b, reverse),
                 leaves)
+        both = [leaves[0]] + [
+            torch.cat([leaf, leaf.flip(0)]).detach().requires_grad_()
+            for leaf in leaves[1:]]
+        assert torch.autograd.gradcheck(ops.bidirectional_causal_conv1d_silu,
+                                        both)

@@ -36,13 +36,13 @@ SCAN_CASES = [
     for dtype in (torch.float32, torch.bfloat16)
 ]
 CONV_CASES = [
-    pytest.param(backend, dtype, channel_last, reverse,
-                 marks=[] if (dtype, channel_last, reverse) == (
-                     torch.float32, True, True) else [pytest.mark.slow])
+    pytest.param(backend, dtype, channel_last, directions,
+                 marks=[] if (dtype, channel_last, directions) == (
+                     torch.float32, True, 2) else [pytest.mark.slow])
     for backend in ('cpu', 'torch')
     for dtype in (torch.float32, torch.bfloat16)
     for channel_last in (False, True)
-    for reverse in (False, True)
+    for directions in (1, 2)
 ]
 
 
@@ -76,12 +76,15 @@ def scan_arguments(batch, channels, length, d_state, groups, bidirectional,
     return (*tensors, True, reverse_from)
 
 
-def conv_arguments(batch, channels, length, dtype, channel_last, reverse):
+def conv_arguments(batch, channels, length, dtype, channel_last, directions):
+    """x, weight, bias, reverse_from: one direction looking back (weight
+    (d, 4)) or both (weight (2d, 4), the second half looking ahead)."""
     x = torch.randn(batch, length, channels).to(dtype).transpose(1, 2)
     if not channel_last:
         x = x.contiguous()
-    return (x.requires_grad_(), torch.randn(channels, 4).requires_grad_(),
-            torch.randn(channels).requires_grad_(), reverse)
+    out_channels = directions * channels
+    return (x.requires_grad_(), torch.randn(out_channels, 4).requires_grad_(),
+            torch.randn(out_channels).requires_grad_(), channels)
 
 
 def operator(op, backend, backward=False):
@@ -117,18 +120,19 @@ def test_opcheck_scan(backend, shape, dtype):
          *arguments[8:], states, torch.randn_like(y)))
 
 
-@pytest.mark.parametrize('backend,dtype,channel_last,reverse', CONV_CASES)
-def test_opcheck_conv(backend, dtype, channel_last, reverse):
+@pytest.mark.parametrize('backend,dtype,channel_last,directions',
+                         CONV_CASES)
+def test_opcheck_conv(backend, dtype, channel_last, directions):
     available(backend)
     for length in (1, 7):
         arguments = conv_arguments(2, 5, length, dtype, channel_last,
-                                   reverse)
+                                   directions)
         torch.library.opcheck(operator('causal_conv1d_silu', backend),
                               arguments)
         out = operator('causal_conv1d_silu', backend)(*arguments)
         torch.library.opcheck(
             operator('causal_conv1d_silu', backend, backward=True),
-            (*[t.detach() for t in arguments[:3]], reverse,
+            (*[t.detach() for t in arguments[:3]], arguments[3],
              torch.randn_like(out)))
 
 
@@ -145,7 +149,7 @@ def test_opcheck_on_a_gpu(backend, dtype):
     conv_backend = 'torch'
     conv = [t.detach().cuda().requires_grad_() if isinstance(
         t, torch.Tensor) else t for t in conv_arguments(2, 6, 9, dtype, True,
-                                                        True)]
+                                                        2)]
     torch.library.opcheck(operator('causal_conv1d_silu', conv_backend), conv)
 
 

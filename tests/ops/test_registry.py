@@ -202,7 +202,7 @@ def test_a_new_backend_runs_without_touching_the_mixer(tiny_vim):
         with ops.use_backend('counting'):
             model(torch.zeros(1, 3, 32, 32))
         assert calls.count('selective_scan') == 2
-        assert calls.count('causal_conv1d_silu') == 4
+        assert calls.count('causal_conv1d_silu') == 2  # both directions each
     finally:
         ops.unregister_backend('counting')
         del sys.modules['counting_backend']
@@ -301,6 +301,33 @@ def test_causal_conv_only_sees_the_past_and_reverse_the_future():
     reverse = ops.causal_conv1d_silu(x, weight, bias, reverse=True)
     flipped = ops.causal_conv1d_silu(x.flip(-1), weight, bias).flip(-1)
     torch.testing.assert_close(reverse, flipped)
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'channel-last'])
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])
+def test_both_directions_convs_are_one_call_into_one_tensor(backend, layout):
+    if registry.load_backend(backend)[1] is not None:
+        pytest.skip(f'{backend} unavailable here')
+    x = torch.randn(2, 9, 70) if layout == 'contiguous' else torch.randn(
+        2, 70, 9).transpose(1, 2)
+    x = x.requires_grad_()
+    weight = torch.randn(18, 4, requires_grad=True)
+    bias = torch.randn(18, requires_grad=True)
+    with ops.use_backend(backend):
+        both = ops.bidirectional_causal_conv1d_silu(x, weight, bias)
+        apart = torch.cat([
+            ops.causal_conv1d_silu(x, weight[:9], bias[:9]),
+            ops.causal_conv1d_silu(x, weight[9:], bias[9:], reverse=True)
+        ], dim=1)
+    torch.testing.assert_close(both, apart)
+    assert both.stride() == (apart.contiguous().stride() if layout ==
+                             'contiguous' else (70 * 18, 1, 18))
+    grad = torch.randn_like(both)
+    for got, want in zip(torch.autograd.grad(both, (x, weight, bias), grad),
+                         torch.autograd.grad(apart, (x, weight, bias), grad)):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match='2 \\* channels'):
+        ops.bidirectional_causal_conv1d_silu(x, weight[:9], bias[:9])
 
 
 @pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])

@@ -5,23 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmvim.ops import (bidirectional_selective_scan, causal_conv1d_silu,
+from mmvim.ops import (bidirectional_causal_conv1d_silu,
+                       bidirectional_selective_scan, causal_conv1d_silu,
                        selective_scan)
 
 # Attribute suffix of each direction's own parameters, as the released
 # checkpoints name them: conv1d / conv1d_b, A_log / A_b_log, D / D_b, ...
 DIRECTIONS = ('', '_b')
-
-
-def _cat_channels(parts):
-    """(b, c_i, l) tensors concatenated along the channels in their own
-    layout: channel-last parts (the compiled conv's output for the mixer's
-    channel-last x) give a channel-last result, which the scan and x_proj
-    then read without a transposing copy."""
-    if all(part.stride(1) == 1 for part in parts):
-        return torch.cat([part.transpose(1, 2) for part in parts],
-                         dim=2).transpose(1, 2)
-    return torch.cat(parts, dim=1)
 
 
 class BiMambaMixer(nn.Module):
@@ -135,15 +125,16 @@ class BiMambaMixer(nn.Module):
                               delta_softplus=True)
 
     def _scan_both_directions(self, x, z):
-        """Both directions in one scan call, nothing flipped: the backward
-        direction's conv looks ahead (``reverse``) and the scan walks its
-        channels from the last token to the first."""
+        """Both directions in one conv call and one scan call, nothing
+        flipped or concatenated: the backward direction's conv looks ahead
+        and the scan walks its channels from the last token to the first.
+        Returns the two directions' outputs token-major, (b, l, d) each."""
         convs = [getattr(self, f'conv1d{s}') for s in DIRECTIONS]
-        u = _cat_channels([
-            causal_conv1d_silu(x, conv.weight[:, 0], conv.bias,
-                               reverse=bool(suffix))
-            for conv, suffix in zip(convs, DIRECTIONS)
-        ])
+        # u (b, 2d, l), channel-last like x: the conv writes both directions
+        # into one tensor, which x_proj and the scan read as it is.
+        u = bidirectional_causal_conv1d_silu(
+            x, torch.cat([conv.weight[:, 0] for conv in convs]),
+            torch.cat([conv.bias for conv in convs]))
         projected = [
             self._project(u_dir, suffix)
             for u_dir, suffix in zip(u.chunk(2, dim=1), DIRECTIONS)
@@ -158,7 +149,7 @@ class BiMambaMixer(nn.Module):
             torch.stack(Bs, dim=1).transpose(-1, -2),
             torch.stack(Cs, dim=1).transpose(-1, -2), D, z, dt_bias,
             delta_softplus=True)
-        return y.chunk(2, dim=1)
+        return y.transpose(1, 2).chunk(2, dim=-1)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (b, l, D) -> (b, l, D)."""
@@ -169,4 +160,7 @@ class BiMambaMixer(nn.Module):
             y_fwd = self._scan_one_direction(x, z, DIRECTIONS[0])
             y_bwd = self._scan_one_direction(x.flip(-1), z.flip(-1),
                                              DIRECTIONS[1]).flip(-1)
-        return self.out_proj(((y_fwd + y_bwd) / 2).transpose(1, 2))
+            y_fwd, y_bwd = y_fwd.transpose(1, 2), y_bwd.transpose(1, 2)
+        # Token-major (b, l, d) operands: the average comes out contiguous
+        # for out_proj, in eager and in Inductor's kernels alike.
+        return self.out_proj((y_fwd + y_bwd) / 2)

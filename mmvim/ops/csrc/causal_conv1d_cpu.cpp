@@ -1,8 +1,11 @@
 // mmvim's causal depthwise conv1d + SiLU for CPUs, forward and backward.
 //
-// Per (batch, channel) row: pre_t = bias + sum_k w_k x_{t - (K-1) + k}
-// (causal; `reverse`: x_{t + (K-1) - k}, the conv of the flipped sequence in
-// token order), out_t = silu(pre_t). Rows are spread over threads; each row
+// Per (batch, output channel) row: pre_t = bias + sum_k w_k x_{t - (K-1) + k}
+// (causal; channels from reverse_from on: x_{t + (K-1) - k}, the conv of the
+// flipped sequence in token order), out_t = silu(pre_t). Output channel c
+// reads input channel c % d_in: a Vim layer's two directions are one call
+// writing one (b, 2d, l) tensor, no concatenation after. Output channels are
+// handled in segments of one direction and consecutive input channels. Rows are spread over threads; each row
 // is copied once into a zero-padded contiguous buffer (the mixer's x is a
 // channel-last view), after which every loop runs over the tokens and
 // vectorises. oneDNN's depthwise conv takes ~1 GFLOP/s on these skinny
@@ -57,11 +60,53 @@ struct ConvRows {
   }
 };
 
+// The rows of one segment: output channels [first, first + channels), one
+// direction, reading input channels from first % d_in on.
 template <typename scalar_t, typename acc_t>
-ConvRows<scalar_t, acc_t> make_rows(const Tensor& x, const Tensor& weight,
-                                    const std::optional<Tensor>& bias, bool reverse) {
-  return {data_of<scalar_t>(x), x.stride(0), x.stride(1), x.stride(2), data_of<acc_t>(weight),
-          data_of<acc_t>(bias), x.size(1), x.size(2), weight.size(1), reverse};
+ConvRows<scalar_t, acc_t> make_rows(const Tensor& x, const acc_t* weight, const acc_t* bias,
+                                    int64_t first, int64_t channels, bool reverse,
+                                    int64_t width) {
+  return {data_of<scalar_t>(x) + (first % x.size(1)) * x.stride(1), x.stride(0), x.stride(1),
+          x.stride(2), weight + first * width, bias ? bias + first : nullptr, channels,
+          x.size(2), width, reverse};
+}
+
+// A (b, d_out, l) output (or gradient) through its strides; `row(b, c)` of
+// segment-relative channel c once `data` points at the segment.
+template <typename T>
+struct ConvOut {
+  T* data;
+  int64_t batch_stride, channel_stride, token_stride;
+  explicit ConvOut(const Tensor& t)
+      : data(data_of<T>(t)), batch_stride(t.stride(0)), channel_stride(t.stride(1)),
+        token_stride(t.stride(2)) {}
+  ConvOut at_channel(int64_t first) const {
+    ConvOut segment = *this;
+    segment.data += first * channel_stride;
+    return segment;
+  }
+  T* row(int64_t b, int64_t c) const { return data + b * batch_stride + c * channel_stride; }
+};
+
+// A segment: output channels [first, end) scanned one way whose inputs are
+// consecutive channels of x.
+struct Segment {
+  int64_t first, end;
+  bool reverse;
+};
+
+// The segments of d_out output channels over d_in input channels: split at
+// reverse_from and at every multiple of d_in.
+inline std::vector<Segment> segments(int64_t d_in, int64_t d_out, int64_t reverse_from) {
+  std::vector<Segment> result;
+  int64_t first = 0;
+  while (first < d_out) {
+    int64_t end = std::min(d_out, (first / d_in + 1) * d_in);
+    if (first < reverse_from && reverse_from < end) end = reverse_from;
+    result.push_back({first, end, first >= reverse_from});
+    first = end;
+  }
+  return result;
 }
 
 constexpr int64_t kRowsPerTask = 16;
@@ -108,7 +153,8 @@ void transpose_block_weights(const ConvRows<scalar_t, acc_t>& rows, int64_t c0, 
 // The forward for a channel-last x into a channel-last out, kChannelBlock
 // channels of one batch entry per task.
 template <typename scalar_t, typename acc_t>
-void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch, scalar_t* out) {
+void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch,
+                          const ConvOut<scalar_t>& out) {
   const int64_t d = rows.channels, L = rows.length, K = rows.width;
   const int64_t blocks = (d + kChannelBlock - 1) / kChannelBlock;
   torch::stable::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
@@ -119,12 +165,13 @@ void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch, 
       transpose_block_weights(rows, c0, nc, weight_t.data());
       const acc_t* bias = rows.bias ? rows.bias + c0 : nullptr;
       const scalar_t* x = rows.x + b * rows.batch_stride + c0;
-      scalar_t* dst = out + b * L * d + c0;
+      scalar_t* dst = out.row(b, c0);
       for (int64_t t = 0; t < L; ++t) {
+        scalar_t* dst_t = dst + t * out.token_stride;
         if (nc == kChannelBlock)
-          channel_last_token<kChannelBlock>(rows, nc, weight_t.data(), bias, x, t, dst + t * d);
+          channel_last_token<kChannelBlock>(rows, nc, weight_t.data(), bias, x, t, dst_t);
         else
-          channel_last_token<0>(rows, nc, weight_t.data(), bias, x, t, dst + t * d);
+          channel_last_token<0>(rows, nc, weight_t.data(), bias, x, t, dst_t);
       }
     }
   });
@@ -134,10 +181,12 @@ void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch, 
 // one pass over the tokens for the gradients of the pre-activation, the
 // weights and the bias (summed over the tokens in order, as the row path
 // does), then one for grad_x, channel-last like x.
-template <typename scalar_t, typename acc_t>
+// G: grad_x's element type (the compute dtype when it is summed after).
+template <typename scalar_t, typename acc_t, typename G>
 void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
                            const ConvRows<scalar_t, acc_t>& grads, int64_t batch,
-                           scalar_t* grad_x, acc_t* grad_w, acc_t* grad_b) {
+                           const ConvOut<G>& grad_x, const ConvOut<acc_t>& grad_w,
+                           const ConvOut<acc_t>& grad_b) {
   const int64_t d = rows.channels, L = rows.length, K = rows.width;
   const int64_t blocks = (d + kChannelBlock - 1) / kChannelBlock;
   torch::stable::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
@@ -185,13 +234,13 @@ void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
           const acc_t* __restrict w = weight_t.data() + k * kChannelBlock;
           for (int64_t c = 0; c < nc; ++c) grad_in[c] += w[c] * gp[c];
         }
-        scalar_t* dst = grad_x + (b * L + s) * d + c0;
-        for (int64_t c = 0; c < nc; ++c) dst[c] = static_cast<scalar_t>(grad_in[c]);
+        G* dst = grad_x.row(b, c0) + s * grad_x.token_stride;
+        for (int64_t c = 0; c < nc; ++c) dst[c] = static_cast<G>(grad_in[c]);
       }
       for (int64_t c = 0; c < nc; ++c) {
-        grad_b[b * d + c0 + c] = bias_sums[c];
+        *grad_b.row(b, c0 + c) = bias_sums[c];
         for (int64_t k = 0; k < K; ++k)
-          grad_w[(b * d + c0 + c) * K + k] = weight_sums[k * kChannelBlock + c];
+          grad_w.row(b, c0 + c)[k] = weight_sums[k * kChannelBlock + c];
       }
     }
   });
@@ -206,101 +255,167 @@ struct ConvWeights {
 ConvWeights prepare(const char* op, const Tensor& x, const Tensor& weight,
                     const std::optional<Tensor>& bias) {
   check_cpu(x, op, "x");
+  STD_TORCH_CHECK(weight.size(0) % x.size(1) == 0, "mmvim::", op,
+                  ": weight's channels must be a multiple of x's");
   const ScalarType compute = compute_dtype(x.scalar_type());
   return {contiguous_as(weight, compute), contiguous_as(bias, compute)};
+}
+
+// A (b, d_out, l) tensor in x's layout for d_out output channels.
+Tensor empty_output(const Tensor& x, int64_t d_out, ScalarType dtype) {
+  const int64_t batch = x.size(0), length = x.size(2);
+  if (!is_channel_last(x)) return torch::stable::new_empty(x, {batch, d_out, length}, dtype);
+  return torch::stable::transpose(torch::stable::new_empty(x, {batch, length, d_out}, dtype), 1,
+                                  2);
+}
+
+template <typename scalar_t, typename acc_t>
+void forward_rows(const ConvRows<scalar_t, acc_t>& rows, int64_t batch,
+                  const ConvOut<scalar_t>& out) {
+  torch::stable::parallel_for(0, batch * rows.channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> padded(rows.length + 2 * (rows.width - 1)), pre(rows.length);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / rows.channels, c = r % rows.channels;
+      rows.load(b, c, padded.data());
+      rows.pre_activation(c, padded.data(), pre.data());
+      scalar_t* dst = out.row(b, c);
+      for (int64_t t = 0; t < rows.length; ++t)
+        dst[t * out.token_stride] = static_cast<scalar_t>(pre[t] * sigmoid(pre[t]));
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t, typename G>
+void backward_rows(const ConvRows<scalar_t, acc_t>& rows, const ConvRows<scalar_t, acc_t>& grads,
+                   int64_t batch, const ConvOut<G>& grad_x, const ConvOut<acc_t>& grad_w,
+                   const ConvOut<acc_t>& grad_b) {
+  const int64_t L = rows.length, K = rows.width, channels = rows.channels;
+  torch::stable::parallel_for(0, batch * channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> padded(L + 2 * (K - 1)), pre(L), grad_pre(L), grad_padded(L + 2 * (K - 1));
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / channels, c = r % channels;
+      rows.load(b, c, padded.data());
+      rows.pre_activation(c, padded.data(), pre.data());
+      const scalar_t* g = grads.x + b * grads.batch_stride + c * grads.channel_stride;
+      acc_t sum_grad_pre = 0;
+      for (int64_t t = 0; t < L; ++t) {
+        const acc_t s = sigmoid(pre[t]);
+        grad_pre[t] = static_cast<acc_t>(g[t * grads.token_stride]) * s *
+                      (acc_t(1) + pre[t] * (acc_t(1) - s));
+        sum_grad_pre += grad_pre[t];
+      }
+      *grad_b.row(b, c) = sum_grad_pre;
+      std::fill(grad_padded.begin(), grad_padded.end(), acc_t(0));
+      for (int64_t k = 0; k < K; ++k) {
+        const acc_t w = rows.weight[c * K + k];
+        const acc_t* __restrict src = padded.data() + rows.offset(k);
+        acc_t* __restrict dst = grad_padded.data() + rows.offset(k);
+        const acc_t* __restrict gp = grad_pre.data();
+        acc_t sum = 0;
+        for (int64_t t = 0; t < L; ++t) sum += gp[t] * src[t];
+        for (int64_t t = 0; t < L; ++t) dst[t] += w * gp[t];
+        grad_w.row(b, c)[k] = sum;
+      }
+      G* gx = grad_x.row(b, c);
+      for (int64_t t = 0; t < L; ++t)
+        gx[t * grad_x.token_stride] = static_cast<G>(grad_padded[K - 1 + t]);
+    }
+  });
 }
 
 }  // namespace
 
 Tensor causal_conv1d_silu_cpu(Tensor x, Tensor weight, std::optional<Tensor> bias,
-                              bool reverse) {
+                              int64_t reverse_from) {
   const auto w = prepare("causal_conv1d_silu_cpu", x, weight, bias);
   const bool channel_last = is_channel_last(x);
-  Tensor out = empty_in_layout_of(x, x.scalar_type());
+  const int64_t d_out = weight.size(0), width = weight.size(1);
+  Tensor out = empty_output(x, d_out, x.scalar_type());
   MMVIM_DISPATCH_FLOATING(x.scalar_type(), "causal_conv1d_silu_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    const auto rows = make_rows<scalar_t, acc_t>(x, w.weight, w.bias, reverse);
-    scalar_t* out_data = data_of<scalar_t>(out);
-    if (channel_last) {
-      forward_channel_last(rows, x.size(0), out_data);
-      return;
+    const ConvOut<scalar_t> all(out);
+    for (const Segment& segment : segments(x.size(1), d_out, reverse_from)) {
+      const auto rows = make_rows<scalar_t, acc_t>(
+          x, data_of<acc_t>(w.weight), data_of<acc_t>(w.bias), segment.first,
+          segment.end - segment.first, segment.reverse, width);
+      if (channel_last)
+        forward_channel_last(rows, x.size(0), all.at_channel(segment.first));
+      else
+        forward_rows(rows, x.size(0), all.at_channel(segment.first));
     }
-    torch::stable::parallel_for(0, x.size(0) * rows.channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> padded(rows.length + 2 * (rows.width - 1)), pre(rows.length);
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t c = r % rows.channels;
-        rows.load(r / rows.channels, c, padded.data());
-        rows.pre_activation(c, padded.data(), pre.data());
-        scalar_t* dst = out_data + r * rows.length;
-        for (int64_t t = 0; t < rows.length; ++t)
-          dst[t] = static_cast<scalar_t>(pre[t] * sigmoid(pre[t]));
-      }
-    });
   });
   return out;
 }
 
-// grad_weight and grad_bias are summed per row (b, d, K), (b, d) in the
-// compute dtype, then over the batch.
+// The gradients are computed per output channel (grad_x rows, and
+// grad_weight and grad_bias per batch entry in the compute dtype), then summed
+// over the output channels reading each input channel and over the batch.
 std::tuple<Tensor, Tensor, Tensor> causal_conv1d_silu_cpu_backward(Tensor x, Tensor weight,
                                                                    std::optional<Tensor> bias,
-                                                                   bool reverse,
+                                                                   int64_t reverse_from,
                                                                    Tensor grad_out) {
   const auto w = prepare("causal_conv1d_silu_cpu_backward", x, weight, bias);
   grad_out = torch::stable::to(grad_out, x.scalar_type());
   const ScalarType compute = compute_dtype(x.scalar_type());
-  const int64_t batch = x.size(0), channels = x.size(1), width = weight.size(1);
+  const int64_t batch = x.size(0), d_in = x.size(1), length = x.size(2);
+  const int64_t d_out = weight.size(0), width = weight.size(1);
   const bool channel_last = is_channel_last(x);
-  Tensor grad_x = empty_in_layout_of(x, x.scalar_type());
-  Tensor grad_weight = torch::stable::new_empty(x, {batch, channels, width}, compute);
-  Tensor grad_bias = torch::stable::new_empty(x, {batch, channels}, compute);
+  const bool folded = d_out != d_in;
+  Tensor grad_rows = empty_output(x, d_out, folded ? compute : x.scalar_type());
+  Tensor grad_weight = torch::stable::new_empty(x, {batch, d_out, width}, compute);
+  Tensor grad_bias = torch::stable::new_empty(x, {batch, d_out, 1}, compute);
   MMVIM_DISPATCH_FLOATING(x.scalar_type(), "causal_conv1d_silu_cpu_backward", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    const auto rows = make_rows<scalar_t, acc_t>(x, w.weight, w.bias, reverse);
-    const auto grads = make_rows<scalar_t, acc_t>(grad_out, w.weight, w.bias, reverse);
-    scalar_t* grad_x_data = data_of<scalar_t>(grad_x);
-    acc_t* grad_w_data = data_of<acc_t>(grad_weight);
-    acc_t* grad_b_data = data_of<acc_t>(grad_bias);
-    if (channel_last) {
-      backward_channel_last(rows, grads, batch, grad_x_data, grad_w_data, grad_b_data);
-      return;
+    const ConvOut<acc_t> all_w(grad_weight), all_b(grad_bias);
+    for (const Segment& segment : segments(d_in, d_out, reverse_from)) {
+      const int64_t n = segment.end - segment.first;
+      const auto rows = make_rows<scalar_t, acc_t>(x, data_of<acc_t>(w.weight),
+                                                   data_of<acc_t>(w.bias), segment.first, n,
+                                                   segment.reverse, width);
+      // grad_out read through the same segment of output channels.
+      auto grads = rows;
+      grads.x = data_of<scalar_t>(grad_out) + segment.first * grad_out.stride(1);
+      grads.batch_stride = grad_out.stride(0);
+      grads.channel_stride = grad_out.stride(1);
+      grads.token_stride = grad_out.stride(2);
+      const auto backward = [&](const auto& grad_x) {
+        if (channel_last)
+          backward_channel_last(rows, grads, batch, grad_x.at_channel(segment.first),
+                                all_w.at_channel(segment.first), all_b.at_channel(segment.first));
+        else
+          backward_rows(rows, grads, batch, grad_x.at_channel(segment.first),
+                        all_w.at_channel(segment.first), all_b.at_channel(segment.first));
+      };
+      if (folded)
+        backward(ConvOut<acc_t>(grad_rows));
+      else
+        backward(ConvOut<scalar_t>(grad_rows));
     }
-    const int64_t L = rows.length, K = width;
-    torch::stable::parallel_for(0, batch * channels, kRowsPerTask, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> padded(L + 2 * (K - 1)), pre(L), grad_pre(L), grad_padded(L + 2 * (K - 1));
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t b = r / channels, c = r % channels;
-        rows.load(b, c, padded.data());
-        rows.pre_activation(c, padded.data(), pre.data());
-        const scalar_t* g = grads.x + b * grads.batch_stride + c * grads.channel_stride;
-        acc_t sum_grad_pre = 0;
-        for (int64_t t = 0; t < L; ++t) {
-          const acc_t s = sigmoid(pre[t]);
-          grad_pre[t] = static_cast<acc_t>(g[t * grads.token_stride]) * s *
-                        (acc_t(1) + pre[t] * (acc_t(1) - s));
-          sum_grad_pre += grad_pre[t];
-        }
-        grad_b_data[r] = sum_grad_pre;
-        std::fill(grad_padded.begin(), grad_padded.end(), acc_t(0));
-        for (int64_t k = 0; k < K; ++k) {
-          const acc_t w = rows.weight[c * K + k];
-          const acc_t* __restrict src = padded.data() + rows.offset(k);
-          acc_t* __restrict dst = grad_padded.data() + rows.offset(k);
-          const acc_t* __restrict gp = grad_pre.data();
-          acc_t grad_w = 0;
-          for (int64_t t = 0; t < L; ++t) grad_w += gp[t] * src[t];
-          for (int64_t t = 0; t < L; ++t) dst[t] += w * gp[t];
-          grad_w_data[r * K + k] = grad_w;
-        }
-        scalar_t* gx = grad_x_data + r * L;
-        for (int64_t t = 0; t < L; ++t) gx[t] = static_cast<scalar_t>(grad_padded[K - 1 + t]);
-      }
-    });
   });
+  Tensor grad_x = grad_rows;
+  if (folded) {
+    // Output channel c fed input channel c % d_in: add the copies.
+    const int64_t copies = d_out / d_in;
+    if (channel_last) {
+      const int64_t dim[] = {2};
+      grad_x = torch::stable::transpose(
+          torch::stable::sum(torch::stable::view(torch::stable::transpose(grad_rows, 1, 2),
+                                                 {batch, length, copies, d_in}),
+                             dim),
+          1, 2);
+    } else {
+      const int64_t dim[] = {1};
+      grad_x = torch::stable::sum(torch::stable::view(grad_rows, {batch, copies, d_in, length}),
+                                  dim);
+    }
+    grad_x = torch::stable::to(grad_x, x.scalar_type());
+  }
   const int64_t batch_dim[] = {0};
   Tensor grad_b = no_gradient(x);
   if (bias.has_value())
-    grad_b = torch::stable::to(torch::stable::sum(grad_bias, batch_dim), bias->scalar_type());
+    grad_b = torch::stable::to(
+        torch::stable::view(torch::stable::sum(grad_bias, batch_dim), {d_out}),
+        bias->scalar_type());
   return {grad_x,
           torch::stable::to(torch::stable::sum(grad_weight, batch_dim), weight.scalar_type()),
           grad_b};

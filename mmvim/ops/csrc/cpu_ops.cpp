@@ -10,7 +10,7 @@
 #define MMVIM_SCAN_ARGUMENTS                                                            \
   "Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? " \
   "delta_bias, bool delta_softplus, SymInt reverse_from"
-#define MMVIM_CONV_ARGUMENTS "Tensor x, Tensor weight, Tensor? bias, bool reverse"
+#define MMVIM_CONV_ARGUMENTS "Tensor x, Tensor weight, Tensor? bias, SymInt reverse_from"
 
 STABLE_TORCH_LIBRARY(mmvim, m) {
   m.def("selective_scan_cpu(" MMVIM_SCAN_ARGUMENTS ") -> (Tensor, Tensor)");

@@ -24,14 +24,16 @@ selective_scan_cpu_backward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C
                             std::optional<Tensor> delta_bias, bool delta_softplus,
                             int64_t reverse_from, Tensor states, Tensor grad_y);
 
-// silu(causal depthwise conv(x)) in x's dtype and layout.
+// silu(causal depthwise conv(x)) (b, d_out, l) in x's dtype and layout:
+// output channel c reads input channel c % d_in; channels from reverse_from
+// on look ahead.
 Tensor causal_conv1d_silu_cpu(Tensor x, Tensor weight, std::optional<Tensor> bias,
-                              bool reverse);
+                              int64_t reverse_from);
 
 // (grad_x in x's layout, grad_weight, grad_bias or empty).
 std::tuple<Tensor, Tensor, Tensor> causal_conv1d_silu_cpu_backward(Tensor x, Tensor weight,
                                                                    std::optional<Tensor> bias,
-                                                                   bool reverse,
+                                                                   int64_t reverse_from,
                                                                    Tensor grad_out);
 
 }  // namespace mmvim
