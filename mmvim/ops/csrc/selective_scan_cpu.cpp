@@ -40,7 +40,7 @@ constexpr int64_t kChunk = 64;
 // Channels of one backward task: each task sums its channels' dB and dC in a
 // buffer of its own, summed over tasks in a fixed order afterwards, so the
 // result does not depend on the number of threads.
-constexpr int64_t kBackwardBlock = 32;
+constexpr int64_t kBackwardBlock = 64;
 
 // d_state = 16 (Vim's) in float has a path written with GCC/Clang vector
 // types, lowered to AVX-512, AVX2 or NEON registers by the build target: the
@@ -339,6 +339,13 @@ inline LaneFloats load_lanes(const float* p) {
 
 inline void store_lanes(float* p, LaneFloats v) { std::memcpy(p, &v, sizeof(v)); }
 
+// The sum of a vector's lanes, in lane order.
+inline float lane_sum(LaneFloats v) {
+  float sum = 0.f;
+  for (int64_t r = 0; r < kLanes; ++r) sum += v[r];
+  return sum;
+}
+
 // The values of one (b, d, l) input for kLanes rows and a chunk of tokens,
 // lane-interleaved: dst[j * kLanes + r] is row first + r at step first_step + j.
 template <typename scalar_t>
@@ -440,11 +447,36 @@ LaneTile make_lane_tile(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   return tile;
 }
 
-// A chunk's per-token lane vectors: u, dt, du, z and the output y.
+// A chunk's per-token lane vectors: u, delta + bias before the softplus,
+// dt, du, z and the output y.
 struct LaneScratch {
-  alignas(64) float u[kChunk * kLanes], dt[kChunk * kLanes], du[kChunk * kLanes],
-      z[kChunk * kLanes], y[kChunk * kLanes];
+  alignas(64) float u[kChunk * kLanes], pre[kChunk * kLanes], dt[kChunk * kLanes],
+      du[kChunk * kLanes], z[kChunk * kLanes], y[kChunk * kLanes];
 };
+
+// Fills s.u, s.pre, s.dt, s.du (and s.z) for one chunk of the tile at
+// channel `first`; returns whether every dt is >= 0 (then dt A <= 0 where
+// A <= 0, and exp2 skips its upper clamp).
+template <typename scalar_t>
+bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first,
+                     int64_t first_step, int64_t len, LaneScratch& s) {
+  const int64_t n_values = len * kLanes;
+  gather_lanes(in, in.u, b, first, first_step, len, s.u);
+  gather_lanes(in, in.delta, b, first, first_step, len, s.pre);
+  if (in.bias) {
+    const LaneFloats bias = load_lanes(in.bias + first);
+    for (int64_t j = 0; j < len; ++j)
+      store_lanes(s.pre + j * kLanes, load_lanes(s.pre + j * kLanes) + bias);
+  }
+  if (in.softplus) {
+    for (int64_t i = 0; i < n_values; ++i) s.dt[i] = softplus(s.pre[i]);
+  } else {
+    std::copy(s.pre, s.pre + n_values, s.dt);
+  }
+  for (int64_t i = 0; i < n_values; ++i) s.du[i] = s.dt[i] * s.u[i];
+  if (in.has_z) gather_lanes(in, in.z, b, first, first_step, len, s.z);
+  return in.softplus || std::all_of(s.dt, s.dt + n_values, [](float v) { return v >= 0.f; });
+}
 
 // One chunk of one lane tile: from and into tile.h.
 template <typename scalar_t, int kN>
@@ -461,23 +493,11 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
         states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n] =
             tile.h[n * kLanes + r];
   }
-  gather_lanes(in, in.u, b, first, first_step, len, s.u);
-  gather_lanes(in, in.delta, b, first, first_step, len, s.dt);
-  if (in.bias) {
-    const LaneFloats bias = load_lanes(in.bias + first);
-    for (int64_t j = 0; j < len; ++j)
-      store_lanes(s.dt + j * kLanes, load_lanes(s.dt + j * kLanes) + bias);
-  }
-  if (in.softplus) {
-    for (int64_t i = 0; i < n_values; ++i) s.dt[i] = softplus(s.dt[i]);
-  }
-  for (int64_t i = 0; i < n_values; ++i) s.du[i] = s.dt[i] * s.u[i];
+  const bool dt_non_negative = load_lane_chunk(in, b, first, first_step, len, s);
   // y starts as D u; the scan adds <C, h>.
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
   for (int64_t j = 0; j < len; ++j)
     store_lanes(s.y + j * kLanes, D * load_lanes(s.u + j * kLanes));
-  const bool dt_non_negative =
-      in.softplus || std::all_of(s.dt, s.dt + n_values, [](float v) { return v >= 0.f; });
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
   if (tile.A_non_positive && dt_non_negative)
     lane_chunk_scan<kN, true>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
@@ -486,7 +506,6 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
     lane_chunk_scan<kN, false>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
                                token_step, tile.h.data(), s.y);
   if (in.has_z) {
-    gather_lanes(in, in.z, b, first, first_step, len, s.z);
     for (int64_t i = 0; i < n_values; ++i) s.y[i] *= s.z[i] * sigmoid(s.z[i]);
   }
   const auto token = [&](int64_t j) { return in.token(first_step + j, first); };
@@ -594,6 +613,141 @@ void backward_chunk(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scala
 
 // The scan's arguments as the kernels read them: Bt, Ct (b, g, l, n) and
 // A, D, bias contiguous in the compute dtype.
+// The backward of a lane tile (kLanes channels in the lanes of a vector, as
+// the forward): what it carries from chunk to chunk, walking the chunks from
+// the last to the first, per state and lane: the adjoint carry
+// a_{t+1} lambda_{t+1} and grad_A; and per lane grad_D and grad_bias.
+struct LaneAdjoint {
+  LaneTile tile;
+  std::vector<float> A, carry, grad_A;  // (N, kLanes)
+  LaneFloats grad_D{}, grad_bias{};
+};
+
+template <typename scalar_t>
+LaneAdjoint make_lane_adjoint(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first) {
+  const int64_t N = in.n_state;
+  LaneAdjoint adjoint{make_lane_tile(in, b, first), std::vector<float>(N * kLanes),
+                      std::vector<float>(N * kLanes, 0.f), std::vector<float>(N * kLanes, 0.f)};
+  for (int64_t r = 0; r < kLanes; ++r)
+    for (int64_t n = 0; n < N; ++n) adjoint.A[n * kLanes + r] = in.A[(first + r) * N + n];
+  return adjoint;
+}
+
+// One recomputed chunk of a lane tile: its decays and states, (kChunk, N,
+// kLanes); its start state; the per-token vectors of the walk.
+struct LaneBackwardScratch {
+  std::vector<float> decay, h, start;
+  LaneScratch in;
+  alignas(64) float g[kChunk * kLanes], grad_z[kChunk * kLanes], sum_wA[kChunk * kLanes],
+      lambda_B[kChunk * kLanes];
+  explicit LaneBackwardScratch(int64_t N)
+      : decay(kChunk * N * kLanes), h(kChunk * N * kLanes), start(N * kLanes) {}
+};
+
+// The backward of one chunk of one lane tile, from the saved state at its
+// start: recompute its decays and states (the forward's arithmetic, so the
+// same bits), then walk it from its last token to its first with the adjoint
+// lambda_t = g_t C_t + a_{t+1} lambda_{t+1}, state by state (a state's
+// carry and grad_A stay in registers; every sum over the states keeps the
+// states' order). dB and dC, sums over the channels, accumulate in lanes in
+// dB_lanes, dC_lanes ((kChunk, N, kLanes), the task's), summed across the
+// lanes once per chunk by the caller.
+template <typename scalar_t, int kN>
+void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
+                         const ScanGrads<scalar_t, float>& gr, const float* states, int64_t b,
+                         int64_t chunk, LaneAdjoint& adjoint, LaneBackwardScratch& s,
+                         float* dB_lanes, float* dC_lanes) {
+  const int64_t N = kN ? kN : in.n_state, L = in.length;
+  const LaneTile& tile = adjoint.tile;
+  const int64_t first = tile.first, first_step = chunk * kChunk;
+  const int64_t len = std::min(kChunk, L - first_step), n_values = len * kLanes;
+  const bool dt_non_negative = load_lane_chunk(in, b, first, first_step, len, s.in);
+  for (int64_t r = 0; r < kLanes; ++r)
+    for (int64_t n = 0; n < N; ++n)
+      s.start[n * kLanes + r] =
+          states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n];
+  const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
+  const auto B_of = [&](int64_t j) { return tile.Bt + (token0 + j * token_step) * N; };
+  const auto C_of = [&](int64_t j) { return tile.Ct + (token0 + j * token_step) * N; };
+  const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
+  float* y = s.in.y;  // the scan's output before the gate, for its gradient
+  for (int64_t j = 0; j < len; ++j) store_lanes(y + j * kLanes, D * load_lanes(s.in.u + j * kLanes));
+  const auto recompute = [&](auto non_positive) {
+    constexpr bool kNonPositive = decltype(non_positive)::value;
+    for (int64_t n = 0; n < N; ++n) {
+      const LaneFloats a2 = load_lanes(tile.A2.data() + n * kLanes);
+      LaneFloats h = load_lanes(s.start.data() + n * kLanes);
+      for (int64_t j = 0; j < len; ++j) {
+        const LaneFloats a = exp2_vec<LaneFloats, LaneInts, kNonPositive>(
+            load_lanes(s.in.dt + j * kLanes) * a2);
+        h = a * h + load_lanes(s.in.du + j * kLanes) * B_of(j)[n];
+        store_lanes(s.decay.data() + (j * N + n) * kLanes, a);
+        store_lanes(s.h.data() + (j * N + n) * kLanes, h);
+        if (in.has_z) store_lanes(y + j * kLanes, load_lanes(y + j * kLanes) + h * C_of(j)[n]);
+      }
+    }
+  };
+  if (tile.A_non_positive && dt_non_negative)
+    recompute(std::true_type{});
+  else
+    recompute(std::false_type{});
+  // g = dL/d(scan output): the gradient through the gate, and the gate's own.
+  gather_lanes(in, gr.grad_y, b, first, first_step, len, s.g);
+  if (in.has_z) {
+    for (int64_t i = 0; i < n_values; ++i) {
+      const float z = s.in.z[i], sig = sigmoid(z);
+      s.grad_z[i] = s.g[i] * y[i] * sig * (1.f + z * (1.f - sig));
+      s.g[i] *= z * sig;
+    }
+  }
+  std::fill(s.sum_wA, s.sum_wA + n_values, 0.f);
+  std::fill(s.lambda_B, s.lambda_B + n_values, 0.f);
+  for (int64_t n = 0; n < N; ++n) {
+    LaneFloats carry = load_lanes(adjoint.carry.data() + n * kLanes);
+    LaneFloats grad_A = load_lanes(adjoint.grad_A.data() + n * kLanes);
+    const LaneFloats A = load_lanes(adjoint.A.data() + n * kLanes);
+    for (int64_t j = len - 1; j >= 0; --j) {
+      const LaneFloats g = load_lanes(s.g + j * kLanes), dt = load_lanes(s.in.dt + j * kLanes);
+      const LaneFloats a = load_lanes(s.decay.data() + (j * N + n) * kLanes);
+      const LaneFloats h = load_lanes(s.h.data() + (j * N + n) * kLanes);
+      const LaneFloats previous = load_lanes(j ? s.h.data() + ((j - 1) * N + n) * kLanes
+                                                : s.start.data() + n * kLanes);
+      const LaneFloats lambda = g * C_of(j)[n] + carry;
+      const LaneFloats w = lambda * a * previous;  // dL/d(dt A_n)
+      grad_A += w * dt;
+      store_lanes(s.sum_wA + j * kLanes, load_lanes(s.sum_wA + j * kLanes) + w * A);
+      store_lanes(s.lambda_B + j * kLanes, load_lanes(s.lambda_B + j * kLanes) + lambda * B_of(j)[n]);
+      float* dB = dB_lanes + (j * N + n) * kLanes;
+      float* dC = dC_lanes + (j * N + n) * kLanes;
+      store_lanes(dB, load_lanes(dB) + lambda * load_lanes(s.in.du + j * kLanes));
+      store_lanes(dC, load_lanes(dC) + g * h);
+      carry = a * lambda;
+    }
+    store_lanes(adjoint.carry.data() + n * kLanes, carry);
+    store_lanes(adjoint.grad_A.data() + n * kLanes, grad_A);
+  }
+  // The per-token gradients, walked in the same order as the row path.
+  for (int64_t j = len - 1; j >= 0; --j) {
+    const LaneFloats u = load_lanes(s.in.u + j * kLanes), g = load_lanes(s.g + j * kLanes);
+    const LaneFloats lambda_B = load_lanes(s.lambda_B + j * kLanes);
+    const LaneFloats grad_dt = load_lanes(s.sum_wA + j * kLanes) + lambda_B * u;
+    LaneFloats grad_pre = grad_dt;
+    if (in.softplus) {
+      for (int64_t r = 0; r < kLanes; ++r) grad_pre[r] *= sigmoid(s.in.pre[j * kLanes + r]);
+    }
+    adjoint.grad_D += g * u;
+    adjoint.grad_bias += grad_pre;
+    const LaneFloats grad_u = load_lanes(s.in.dt + j * kLanes) * lambda_B + D * g;
+    const int64_t t = in.token(first_step + j, first);
+    for (int64_t r = 0; r < kLanes; ++r) {
+      const int64_t row = b * in.channels + first + r;
+      gr.grad_u[row * L + t] = static_cast<scalar_t>(grad_u[r]);
+      gr.grad_delta[row * L + t] = static_cast<scalar_t>(grad_pre[r]);
+      if (gr.grad_z) gr.grad_z[row * L + t] = static_cast<scalar_t>(s.grad_z[j * kLanes + r]);
+    }
+  }
+}
+
 template <typename scalar_t, typename acc_t>
 ScanInputs<scalar_t, acc_t> make_inputs(const Tensor& u, const Tensor& delta, const Tensor& A,
                                         const Tensor& Bt, const Tensor& Ct,
@@ -688,6 +842,8 @@ void backward_all(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_
     ChunkScalars<acc_t> scalars;
     std::vector<acc_t> scratch(2 * kChunk * N), A2(kTile * N), carry(kTile * N),
         grad_A(kTile * N);
+    std::unique_ptr<LaneBackwardScratch> lane_scratch;
+    std::vector<float> dB_lanes, dC_lanes;
     for (int64_t task = begin; task < end; ++task) {
       // task = (b * groups + group) * blocks + block: its own slot of the buffers.
       const int64_t bg = task / blocks;
@@ -695,7 +851,54 @@ void backward_all(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_
       const int64_t block_first = (bg % in.groups) * per_group + (task % blocks) * kBackwardBlock;
       const int64_t block_end =
           std::min(block_first + kBackwardBlock, (bg % in.groups + 1) * per_group);
-      for (int64_t first = block_first; first < block_end; first += kTile) {
+      acc_t* grad_Bt = gr.grad_Bt_blocks + task * LN;
+      acc_t* grad_Ct = gr.grad_Ct_blocks + task * LN;
+      std::vector<int64_t> row_tiles;
+      if constexpr (std::is_same<acc_t, float>::value) {
+        std::vector<LaneAdjoint> lanes;
+        for (int64_t first = block_first; first < block_end; first += kTile) {
+          if (first + kTile <= block_end && lane_tile(in, first))
+            lanes.push_back(make_lane_adjoint(in, b, first));
+          else
+            row_tiles.push_back(first);
+        }
+        if (!lanes.empty()) {
+          if (!lane_scratch) {
+            lane_scratch = std::make_unique<LaneBackwardScratch>(N);
+            dB_lanes.resize(kChunk * N * kLanes);
+            dC_lanes.resize(kChunk * N * kLanes);
+          }
+          for (int64_t chunk = in.num_chunks - 1; chunk >= 0; --chunk) {
+            std::fill(dB_lanes.begin(), dB_lanes.end(), 0.f);
+            std::fill(dC_lanes.begin(), dC_lanes.end(), 0.f);
+            for (auto& lane : lanes)
+              backward_lane_chunk<scalar_t, kN>(in, gr, states, b, chunk, lane, *lane_scratch,
+                                                dB_lanes.data(), dC_lanes.data());
+            // Sum the lanes (the task's channels) once per chunk.
+            const int64_t first_step = chunk * kChunk;
+            const int64_t len = std::min(kChunk, in.length - first_step);
+            for (int64_t j = 0; j < len; ++j) {
+              const int64_t t = in.token(first_step + j, block_first);
+              for (int64_t n = 0; n < N; ++n) {
+                grad_Bt[t * N + n] += lane_sum(load_lanes(dB_lanes.data() + (j * N + n) * kLanes));
+                grad_Ct[t * N + n] += lane_sum(load_lanes(dC_lanes.data() + (j * N + n) * kLanes));
+              }
+            }
+          }
+          for (const auto& lane : lanes) {
+            for (int64_t r = 0; r < kLanes; ++r) {
+              const int64_t row = b * in.channels + lane.tile.first + r;
+              for (int64_t n = 0; n < N; ++n) gr.grad_A[row * N + n] = lane.grad_A[n * kLanes + r];
+              if (gr.grad_D) gr.grad_D[row] = lane.grad_D[r];
+              if (gr.grad_bias) gr.grad_bias[row] = lane.grad_bias[r];
+            }
+          }
+        }
+      } else {
+        for (int64_t first = block_first; first < block_end; first += kTile)
+          row_tiles.push_back(first);
+      }
+      for (const int64_t first : row_tiles) {
         const int64_t rows = std::min(kTile, block_end - first);
         std::fill(carry.begin(), carry.end(), acc_t(0));
         std::fill(grad_A.begin(), grad_A.end(), acc_t(0));
@@ -707,8 +910,7 @@ void backward_all(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_
         for (int64_t chunk = in.num_chunks - 1; chunk >= 0; --chunk)
           for (int64_t r = 0; r < rows; ++r)
             backward_chunk<scalar_t, acc_t, kN>(in, gr, states, b, first + r, chunk,
-                                                adjoints[r], gr.grad_Bt_blocks + task * LN,
-                                                gr.grad_Ct_blocks + task * LN, scalars,
+                                                adjoints[r], grad_Bt, grad_Ct, scalars,
                                                 scratch.data());
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t row = b * in.channels + first + r;
