@@ -339,6 +339,32 @@ inline LaneFloats load_lanes(const float* p) {
 
 inline void store_lanes(float* p, LaneFloats v) { std::memcpy(p, &v, sizeof(v)); }
 
+// softplus and sigmoid of a lane vector: cpu_math.h's formulas with exp2_vec,
+// so that the per-token work of a tile (a softplus and a sigmoid per token
+// and channel, as many instructions as the scan's own when left to scalar
+// libm-style code) runs in the lanes too.
+inline LaneFloats exp_lanes(LaneFloats x) {
+  return exp2_vec<LaneFloats, LaneInts>(x * float(kLog2e));
+}
+
+inline LaneFloats softplus_lanes(LaneFloats x) {
+  const LaneFloats zero{};
+  const LaneFloats magnitude = x < zero ? -x : x;
+  const LaneFloats y = exp2_vec<LaneFloats, LaneInts, true>(-magnitude * float(kLog2e));
+  // log(1 + y) for y in [0, 1] as 2 atanh(y / (2 + y)), Math<float>::log1p01.
+  const LaneFloats t = y / (2.f + y), t2 = t * t;
+  LaneFloats p = zero + 1.f / 13.f;
+  p = p * t2 + 1.f / 11.f;
+  p = p * t2 + 1.f / 9.f;
+  p = p * t2 + 1.f / 7.f;
+  p = p * t2 + 1.f / 5.f;
+  p = p * t2 + 1.f / 3.f;
+  p = p * t2 + 1.f;
+  return (x > zero ? x : zero) + 2.f * t * p;
+}
+
+inline LaneFloats sigmoid_lanes(LaneFloats x) { return 1.f / (1.f + exp_lanes(-x)); }
+
 // The sum of a vector's lanes, in lane order.
 inline float lane_sum(LaneFloats v) {
   float sum = 0.f;
@@ -469,7 +495,8 @@ bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t f
       store_lanes(s.pre + j * kLanes, load_lanes(s.pre + j * kLanes) + bias);
   }
   if (in.softplus) {
-    for (int64_t i = 0; i < n_values; ++i) s.dt[i] = softplus(s.pre[i]);
+    for (int64_t i = 0; i < n_values; i += kLanes)
+      store_lanes(s.dt + i, softplus_lanes(load_lanes(s.pre + i)));
   } else {
     std::copy(s.pre, s.pre + n_values, s.dt);
   }
@@ -506,7 +533,10 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
     lane_chunk_scan<kN, false>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
                                token_step, tile.h.data(), s.y);
   if (in.has_z) {
-    for (int64_t i = 0; i < n_values; ++i) s.y[i] *= s.z[i] * sigmoid(s.z[i]);
+    for (int64_t i = 0; i < n_values; i += kLanes) {
+      const LaneFloats z = load_lanes(s.z + i);
+      store_lanes(s.y + i, load_lanes(s.y + i) * (z * sigmoid_lanes(z)));
+    }
   }
   const auto token = [&](int64_t j) { return in.token(first_step + j, first); };
   if (out.channel_stride == 1) {
@@ -694,47 +724,62 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   // g = dL/d(scan output): the gradient through the gate, and the gate's own.
   gather_lanes(in, gr.grad_y, b, first, first_step, len, s.g);
   if (in.has_z) {
-    for (int64_t i = 0; i < n_values; ++i) {
-      const float z = s.in.z[i], sig = sigmoid(z);
-      s.grad_z[i] = s.g[i] * y[i] * sig * (1.f + z * (1.f - sig));
-      s.g[i] *= z * sig;
+    for (int64_t i = 0; i < n_values; i += kLanes) {
+      const LaneFloats z = load_lanes(s.in.z + i), sig = sigmoid_lanes(z);
+      const LaneFloats g = load_lanes(s.g + i);
+      store_lanes(s.grad_z + i, g * load_lanes(y + i) * sig * (1.f + z * (1.f - sig)));
+      store_lanes(s.g + i, g * (z * sig));
     }
   }
   std::fill(s.sum_wA, s.sum_wA + n_values, 0.f);
   std::fill(s.lambda_B, s.lambda_B + n_values, 0.f);
-  for (int64_t n = 0; n < N; ++n) {
-    LaneFloats carry = load_lanes(adjoint.carry.data() + n * kLanes);
-    LaneFloats grad_A = load_lanes(adjoint.grad_A.data() + n * kLanes);
-    const LaneFloats A = load_lanes(adjoint.A.data() + n * kLanes);
+  // In passes of a few states (as the forward's), each token's vectors read
+  // once per pass; within a pass the states go in order, so every sum over
+  // the states keeps the states' order.
+  const int64_t pass = N % kLaneStatesPerPass == 0 ? kLaneStatesPerPass : 1;
+  for (int64_t n0 = 0; n0 < N; n0 += pass) {
+    LaneFloats carry[kLaneStatesPerPass], grad_A[kLaneStatesPerPass];
+    for (int64_t n = 0; n < pass; ++n) {
+      carry[n] = load_lanes(adjoint.carry.data() + (n0 + n) * kLanes);
+      grad_A[n] = load_lanes(adjoint.grad_A.data() + (n0 + n) * kLanes);
+    }
     for (int64_t j = len - 1; j >= 0; --j) {
       const LaneFloats g = load_lanes(s.g + j * kLanes), dt = load_lanes(s.in.dt + j * kLanes);
-      const LaneFloats a = load_lanes(s.decay.data() + (j * N + n) * kLanes);
-      const LaneFloats h = load_lanes(s.h.data() + (j * N + n) * kLanes);
-      const LaneFloats previous = load_lanes(j ? s.h.data() + ((j - 1) * N + n) * kLanes
-                                                : s.start.data() + n * kLanes);
-      const LaneFloats lambda = g * C_of(j)[n] + carry;
-      const LaneFloats w = lambda * a * previous;  // dL/d(dt A_n)
-      grad_A += w * dt;
-      store_lanes(s.sum_wA + j * kLanes, load_lanes(s.sum_wA + j * kLanes) + w * A);
-      store_lanes(s.lambda_B + j * kLanes, load_lanes(s.lambda_B + j * kLanes) + lambda * B_of(j)[n]);
-      float* dB = dB_lanes + (j * N + n) * kLanes;
-      float* dC = dC_lanes + (j * N + n) * kLanes;
-      store_lanes(dB, load_lanes(dB) + lambda * load_lanes(s.in.du + j * kLanes));
-      store_lanes(dC, load_lanes(dC) + g * h);
-      carry = a * lambda;
+      const LaneFloats du = load_lanes(s.in.du + j * kLanes);
+      LaneFloats sum_wA = load_lanes(s.sum_wA + j * kLanes);
+      LaneFloats lambda_B = load_lanes(s.lambda_B + j * kLanes);
+      const float* B = B_of(j) + n0;
+      const float* C = C_of(j) + n0;
+      for (int64_t n = 0; n < pass; ++n) {
+        const int64_t state = (j * N + n0 + n) * kLanes;
+        const LaneFloats a = load_lanes(s.decay.data() + state);
+        const LaneFloats previous = load_lanes(
+            j ? s.h.data() + state - N * kLanes : s.start.data() + (n0 + n) * kLanes);
+        const LaneFloats lambda = g * C[n] + carry[n];
+        const LaneFloats w = lambda * a * previous;  // dL/d(dt A_n)
+        grad_A[n] += w * dt;
+        sum_wA += w * load_lanes(adjoint.A.data() + (n0 + n) * kLanes);
+        lambda_B += lambda * B[n];
+        store_lanes(dB_lanes + state, load_lanes(dB_lanes + state) + lambda * du);
+        store_lanes(dC_lanes + state, load_lanes(dC_lanes + state) +
+                                          g * load_lanes(s.h.data() + state));
+        carry[n] = a * lambda;
+      }
+      store_lanes(s.sum_wA + j * kLanes, sum_wA);
+      store_lanes(s.lambda_B + j * kLanes, lambda_B);
     }
-    store_lanes(adjoint.carry.data() + n * kLanes, carry);
-    store_lanes(adjoint.grad_A.data() + n * kLanes, grad_A);
+    for (int64_t n = 0; n < pass; ++n) {
+      store_lanes(adjoint.carry.data() + (n0 + n) * kLanes, carry[n]);
+      store_lanes(adjoint.grad_A.data() + (n0 + n) * kLanes, grad_A[n]);
+    }
   }
   // The per-token gradients, walked in the same order as the row path.
   for (int64_t j = len - 1; j >= 0; --j) {
     const LaneFloats u = load_lanes(s.in.u + j * kLanes), g = load_lanes(s.g + j * kLanes);
     const LaneFloats lambda_B = load_lanes(s.lambda_B + j * kLanes);
     const LaneFloats grad_dt = load_lanes(s.sum_wA + j * kLanes) + lambda_B * u;
-    LaneFloats grad_pre = grad_dt;
-    if (in.softplus) {
-      for (int64_t r = 0; r < kLanes; ++r) grad_pre[r] *= sigmoid(s.in.pre[j * kLanes + r]);
-    }
+    const LaneFloats grad_pre =
+        in.softplus ? grad_dt * sigmoid_lanes(load_lanes(s.in.pre + j * kLanes)) : grad_dt;
     adjoint.grad_D += g * u;
     adjoint.grad_bias += grad_pre;
     const LaneFloats grad_u = load_lanes(s.in.dt + j * kLanes) * lambda_B + D * g;
