@@ -10,7 +10,7 @@ import pytest
 # kept for reuse.
 FAULTS_OF_REPEATED_SCANS = '''
 import resource, sys, torch
-from mmvim.ops import selective_scan_torch
+from mmvim import ops
 from mmvim.runtime import reuse_freed_cpu_memory
 if sys.argv[1] == 'reuse':
     assert reuse_freed_cpu_memory()
@@ -21,8 +21,9 @@ u, delta, z = (torch.randn(1, channels, length, requires_grad=True)
 A = -torch.rand(channels, state)
 B, C = (torch.randn(1, 2, state, length) for _ in range(2))
 def run():
-    selective_scan_torch(u, delta, A, B, C, z=z,
-                         delta_softplus=True).sum().backward()
+    with ops.use_backend('torch'):
+        ops.selective_scan(u, delta, A, B, C, z=z,
+                           delta_softplus=True).sum().backward()
 run()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(3):

@@ -1,7 +1,7 @@
 """The ``sequential`` backend: the plain token loop
-(``mmvim::selective_scan_sequential``, autograd through the loop for its
-backward) and the portable conv. The ground truth of the tests and the
-benchmark's baseline."""
+(``mmvim::selective_scan_sequential``, its adjoint loop for the backward)
+and the portable conv. The ground truth of the tests and the benchmark's
+baseline."""
 from ..library import conv_operator, define_scan_operators, scan_operator
 from ..portable_scan import (SEQUENTIAL_STATES, sequential_backward,
                              sequential_forward)
