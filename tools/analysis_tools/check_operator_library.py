@@ -69,7 +69,7 @@ def check(library: Path) -> float:
     ]
     x, weight, conv_bias = randn(batch, channels, length), randn(
         channels, 4), randn(channels)
-    out = mmvim.causal_conv1d_silu_cpu(x, weight, conv_bias, False)
+    out = mmvim.causal_conv1d_silu_cpu(x, weight, conv_bias, channels)
     reference = torch.nn.functional.silu(
         torch.nn.functional.conv1d(torch.nn.functional.pad(x, (3, 0)),
                                    weight[:, None], conv_bias,
