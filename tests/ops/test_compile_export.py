@@ -174,6 +174,7 @@ def test_export_keeps_one_node_per_scan_call():
                                segmentor(x, mode='tensor'))
 
 
+@pytest.mark.slow  # a process building Vim-Ti, 5 s
 def test_a_fake_forward_of_vim_tiny_at_1024_allocates_nothing():
     # Under a cap of 64 MiB of address space beyond what the process holds,
     # the real forward fails to allocate its activations and the fake one

@@ -163,7 +163,8 @@ def test_list_backends_reports_every_backend_and_why_not():
         assert 'selective_scan_cuda' in statuses['cuda'].reason
 
 
-@pytest.mark.parametrize('variable', ['', 'garbage'])
+@pytest.mark.parametrize('variable', [
+    pytest.param('', marks=pytest.mark.slow), 'garbage'])
 def test_listing_command_prints_every_backend_even_on_a_bad_setting(
         variable):
     result = subprocess.run([sys.executable, '-m', 'mmvim.ops'],
@@ -244,7 +245,11 @@ def _copy_of_mmvim(tmp_path):
     return libraries[0]
 
 
-@pytest.mark.parametrize('damage', ['truncated', 'garbage', 'record gone'])
+# Each case starts a process (a second or more each): one in the quick set.
+@pytest.mark.parametrize('damage', [
+    'truncated',
+    pytest.param('garbage', marks=pytest.mark.slow),
+    pytest.param('record gone', marks=pytest.mark.slow)])
 def test_a_damaged_cpu_library_is_unavailable_not_a_crash(tmp_path, damage):
     # Loading a truncated library kills the process with SIGBUS, garbage in
     # its code with SIGILL: the library is checked against its build record

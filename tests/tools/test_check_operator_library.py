@@ -17,6 +17,7 @@ def test_the_library_agrees_with_the_references(run_tool):
     assert 'backward gradients shaped as their inputs' in result.stdout
 
 
+@pytest.mark.slow  # two processes
 def test_a_missing_library_is_one_line(run_tool, tmp_path):
     result = run_tool([SCRIPT, tmp_path / 'absent.so'])
     assert result.returncode != 0
