@@ -147,9 +147,15 @@ def test_quickstart_splits_schedule_and_seed():
     assert cfg.param_scheduler == [
         dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
              end=50),
+        # the recipe's steps at 89% and 96% of the run
         dict(type='MultiStepLR', by_epoch=False, begin=0, end=400,
-             milestones=[320, 360], gamma=0.1),
+             milestones=[356, 385], gamma=0.1),
     ]
+    assert (cfg.train_cfg.max_iters, cfg.train_cfg.val_interval) == (400, 100)
+    assert cfg.optim_wrapper.optimizer.lr == 5e-4
+    # The toy objects are pooled from the strides that fit their sizes.
+    for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
+        assert cfg.model.roi_head[extractor].finest_scale == 14
     for loader, split, pipeline in (
             (cfg.train_dataloader, 'train', cfg.train_pipeline),
             (cfg.val_dataloader, 'val', cfg.test_pipeline)):
