@@ -48,6 +48,8 @@ def test_ground_truth_as_trained_on(tool_module, tmp_path):
 
 def test_detection_quickstart_panel(tool_module, tmp_path):
     from mmdet.apis import init_detector
+
+    from mmvim.visualization import ScoreThreshold
     quickstart = tool_module('tools/demo/quickstart_det.py')
     toy = tool_module('tools/dataset_converters/make_toy_coco.py')
     data_root = tmp_path / 'toy_coco'
@@ -57,10 +59,17 @@ def test_detection_quickstart_panel(tool_module, tmp_path):
             'model.backbone.arch': dict(embed_dims=32, num_layers=2),
             'model.neck.in_channels': 32,
         })
-    checkpoint = save_checkpoint(
-        init_detector(cfg, device='cpu'), tmp_path / 'iter_1.pth',
-        toy.CLASSES)
-    panel = quickstart.write_panel(cfg, str(checkpoint), str(data_root), 0.0)
-    assert panel == tmp_path / 'panel_000000.png'
-    width, height = size_of(panel)
-    assert width >= 3 * 4 * 160 and height >= 4 * 128
+    model = init_detector(cfg, device='cpu')
+    for name, score_thr in (('given', 0.0), ('chosen', None)):
+        (tmp_path / name).mkdir()
+        checkpoint = save_checkpoint(model, tmp_path / name / 'iter_1.pth',
+                                     toy.CLASSES)
+        panel, chosen = quickstart.write_panel(cfg, str(checkpoint),
+                                               str(data_root), score_thr)
+        assert panel == tmp_path / name / 'panel_000000.png'
+        width, height = size_of(panel)
+        assert width >= 3 * 4 * 160 and height >= 4 * 128
+        # A threshold given is used as it is; otherwise one is chosen from
+        # the scores of both validation pictures.
+        assert (chosen is None) == (score_thr is not None)
+    assert isinstance(chosen, ScoreThreshold) and 0 <= chosen.f1 <= 1
