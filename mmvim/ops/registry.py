@@ -142,18 +142,25 @@ def set_backend(name: Optional[str]) -> None:
 
 
 @contextlib.contextmanager
+def _for_this_thread(setting: str, value) -> Iterator[None]:
+    """This thread's ``setting`` is ``value`` inside, then what it was."""
+    previous = getattr(_thread, setting, None)
+    setattr(_thread, setting, value)
+    try:
+        yield
+    finally:
+        setattr(_thread, setting, previous)
+
+
+@contextlib.contextmanager
 def use_backend(name: Optional[str]) -> Iterator[None]:
     """Force ``name`` for this thread inside a ``with`` block (``None``: the
     process's choice), then restore what this thread had before. Other
     threads do not see it."""
     if name is not None:
         _check_choice(name, 'use_backend')
-    previous = getattr(_thread, 'choice', None)
-    _thread.choice = name
-    try:
+    with _for_this_thread('choice', name):
         yield
-    finally:
-        _thread.choice = previous
 
 
 def requested_backend() -> str:
@@ -287,12 +294,8 @@ def simulate_backend(name: str) -> Iterator[None]:
     if module is None:
         raise RuntimeError(f'The {name!r} mmvim ops backend cannot be '
                            f'simulated: it does not import ({reason}).')
-    previous = getattr(_thread, 'simulated', None)
-    _thread.simulated = name
-    try:
+    with _for_this_thread('simulated', name):
         yield
-    finally:
-        _thread.simulated = previous
 
 
 set_backend(None)

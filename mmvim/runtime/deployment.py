@@ -8,11 +8,12 @@ The network takes one fixed-size batch of RGB pictures, float32 in 0..255,
 std itself, and returns the segmentor's class logits at the input size or,
 for ``backbone_only``, the backbone's feature maps.
 """
+import argparse
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,9 +23,13 @@ from torch import nn
 from mmvim.ops import list_backends, load_backend
 from .atomic_files import OverwriteRefusedError, give_name
 from .checkpoint_loading import load_fitting_weights
-from .command_line import init_task_model, task_library
+from .command_line import (add_cfg_options, init_task_model, task_library,
+                           tool_parser)
 from .input_size import smallest_input_side
 from .run_guards import RunSetupError, check_checkpoint_loads
+from .runner_setup import prepare_process
+
+DEFAULT_MAX_ERROR = 1e-4
 
 # The ops backend a deployed network is traced with: mmvim's compiled kernels
 # where they run (the AOTInductor package calls them), else the portable ops.
@@ -64,6 +69,67 @@ class SegmentorLogits(nn.Module):
     def forward(self, images):
         metas = [self.image_meta] * images.shape[0]
         return self.segmentor.encode_decode(images, metas)
+
+
+def deployment_parser(description: str, what: str,
+                      runtime: str) -> argparse.ArgumentParser:
+    """The deployment tools' command line: the config, its checkpoint, the
+    file to write and what it holds (``what``: 'export', 'package'), the
+    check against PyTorch on ``runtime``, timing; each tool adds its own."""
+    parser = tool_parser(
+        description,
+        checkpoint_help=f'checkpoint to {what}; without it the weights stay '
+        f'as the model is built (for trying the {what} out, not for '
+        'deployment)',
+        nargs='?')
+    parser.add_argument('--out', required=True, help='the file to write')
+    parser.add_argument('--shape', type=int, nargs=2, default=(512, 512),
+                        metavar=('HEIGHT', 'WIDTH'),
+                        help='fixed input size (default: %(default)s)')
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='fixed batch size')
+    parser.add_argument('--backbone-only', action='store_true',
+                        help=f"{what} the config's backbone alone (any mmseg "
+                        'or mmdet config); its feature maps are the outputs')
+    parser.add_argument(
+        '--max-error', type=float, default=DEFAULT_MAX_ERROR,
+        help=f'largest accepted max|{runtime} - PyTorch| / max|PyTorch| per '
+        'output; above it the command fails (default: %(default)s)')
+    parser.add_argument('--skip-check', action='store_true',
+                        help=f'only {what}: no run, no comparison')
+    parser.add_argument(
+        '--time-runs', type=int, default=0,
+        help=f'also time this many runs (after one warm-up) of {runtime} '
+        'and of PyTorch side by side, and print the medians (default: no '
+        'timing)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='CPU threads when timing (default: %(default)s)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --out')
+    add_cfg_options(parser, 'model.backbone.init_cfg=None')
+    return parser
+
+
+class Request(NamedTuple):
+    """A checked deployment request: the network and the pictures it is
+    traced and checked on."""
+    network: nn.Module
+    pictures: torch.Tensor
+
+
+def prepare_request(args, suffixes: Sequence[str]) -> Request:
+    """Checks the request of a :func:`deployment_parser` command line
+    (before anything is built), then builds the network and its pictures."""
+    check_output(Path(args.out), args.overwrite, suffixes)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    check_request(cfg, args.shape, args.batch_size, args.backbone_only,
+                  args.checkpoint)
+    prepare_process()  # weights-only loading of the checkpoint
+    return Request(
+        build_network(cfg, args.checkpoint, args.shape, args.backbone_only),
+        example_pictures(args.batch_size, args.shape))
 
 
 def check_output(out: Path, overwrite: bool, suffixes: Sequence[str]) -> None:

@@ -21,57 +21,23 @@ import time
 from pathlib import Path
 
 import torch
-from mmengine.config import Config
 
 import mmvim  # noqa: F401  registers the Vim backbone and neck
 from mmvim.analysis.timing import median_seconds
 from mmvim.ops import use_backend
-from mmvim.runtime import RunSetupError, prepare_process
-from mmvim.runtime.command_line import (add_cfg_options, tool_parser,
-                                        user_errors)
-from mmvim.runtime.deployment import (aoti_package, as_list, build_network,
-                                      check_output, check_request,
-                                      deployment_backend, example_pictures,
+from mmvim.runtime import RunSetupError
+from mmvim.runtime.command_line import user_errors
+from mmvim.runtime.deployment import (aoti_package, as_list,
+                                      deployment_backend, deployment_parser,
                                       export_program, load_aoti_package,
                                       max_relative_errors, output_names,
-                                      run_network, write_new_file)
-
-DEFAULT_MAX_ERROR = 1e-4
+                                      prepare_request, run_network,
+                                      write_new_file)
 
 
 def parse_args(argv=None):
-    parser = tool_parser(
-        __doc__.split('\n')[0],
-        checkpoint_help='checkpoint to package; without it the weights stay '
-        'as the model is built (for trying the package out, not for '
-        'deployment)',
-        nargs='?')
-    parser.add_argument('--out', required=True,
-                        help='the .pt2 package to write')
-    parser.add_argument('--shape', type=int, nargs=2, default=(512, 512),
-                        metavar=('HEIGHT', 'WIDTH'),
-                        help='fixed input size (default: %(default)s)')
-    parser.add_argument('--batch-size', type=int, default=1,
-                        help='fixed batch size')
-    parser.add_argument('--backbone-only', action='store_true',
-                        help="package the config's backbone alone (any mmseg "
-                        'or mmdet config); its feature maps are the outputs')
-    parser.add_argument(
-        '--max-error', type=float, default=DEFAULT_MAX_ERROR,
-        help='largest accepted max|package - PyTorch| / max|PyTorch| per '
-        'output; above it the command fails (default: %(default)s)')
-    parser.add_argument('--skip-check', action='store_true',
-                        help='only package: no run, no comparison')
-    parser.add_argument(
-        '--time-runs', type=int, default=0,
-        help='also time this many runs (after one warm-up) of the package '
-        'and of eager PyTorch on the same backend, and print the medians')
-    parser.add_argument('--threads', type=int, default=1,
-                        help='CPU threads when timing (default: %(default)s)')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace an existing --out')
-    add_cfg_options(parser, 'model.backbone.init_cfg=None')
-    return parser.parse_args(argv)
+    return deployment_parser(__doc__.split('\n')[0], 'package',
+                             'the package').parse_args(argv)
 
 
 def main(argv=None):
@@ -84,16 +50,7 @@ def package_and_check(args):
     """Checks the arguments, exports and compiles the package, and checks it
     against PyTorch; returns the relative errors (None with --skip-check)."""
     out = Path(args.out)
-    check_output(out, args.overwrite, ('.pt2', ))
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    check_request(cfg, args.shape, args.batch_size, args.backbone_only,
-                  args.checkpoint)
-    prepare_process()  # weights-only loading of the checkpoint
-    network = build_network(cfg, args.checkpoint, args.shape,
-                            args.backbone_only)
-    pictures = example_pictures(args.batch_size, args.shape)
+    network, pictures = prepare_request(args, ('.pt2', ))
     backend = deployment_backend()
     with use_backend(backend):
         expected = run_network(network, pictures)

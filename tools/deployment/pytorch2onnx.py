@@ -24,47 +24,23 @@ import time
 from pathlib import Path
 
 import torch
-from mmengine.config import Config
 
 import mmvim  # noqa: F401  registers the Vim backbone and neck
 from mmvim.analysis.timing import median_seconds
 from mmvim.ops import use_backend
-from mmvim.runtime import RunSetupError, prepare_process
-from mmvim.runtime.command_line import (add_cfg_options, tool_parser,
-                                        user_errors)
-from mmvim.runtime.deployment import (build_network, check_output,
-                                      check_request, deployment_backend,
-                                      example_pictures, max_relative_errors,
-                                      output_names, run_network,
+from mmvim.runtime import RunSetupError
+from mmvim.runtime.command_line import user_errors
+from mmvim.runtime.deployment import (deployment_backend, deployment_parser,
+                                      max_relative_errors, output_names,
+                                      prepare_request, run_network,
                                       write_new_file)
 
 DEFAULT_OPSET = 18
-DEFAULT_MAX_ERROR = 1e-4
 
 
 def parse_args(argv=None):
-    parser = tool_parser(
-        __doc__.split('\n')[0],
-        checkpoint_help='checkpoint to export; without it the weights stay '
-        'as the model is built (for trying the export out, not for '
-        'deployment)',
-        nargs='?')
-    parser.add_argument(
-        '--out', required=True, help='the .onnx file to write')
-    parser.add_argument(
-        '--shape',
-        type=int,
-        nargs=2,
-        default=(512, 512),
-        metavar=('HEIGHT', 'WIDTH'),
-        help='fixed input size (default: %(default)s)')
-    parser.add_argument(
-        '--batch-size', type=int, default=1, help='fixed batch size')
-    parser.add_argument(
-        '--backbone-only',
-        action='store_true',
-        help="export the config's backbone alone (any mmseg or mmdet "
-        'config); its feature maps are the outputs')
+    parser = deployment_parser(__doc__.split('\n')[0], 'export',
+                               'onnxruntime')
     parser.add_argument(
         '--opset',
         type=int,
@@ -77,31 +53,6 @@ def parse_args(argv=None):
         '(docs/deployment.md) instead of standard ONNX operators; '
         'onnxruntime cannot run such a file by itself, so it is only '
         'checked with onnx.checker')
-    parser.add_argument(
-        '--max-error',
-        type=float,
-        default=DEFAULT_MAX_ERROR,
-        help='largest accepted max|onnxruntime - PyTorch| / max|PyTorch| '
-        'per output; above it the command fails (default: %(default)s)')
-    parser.add_argument(
-        '--skip-check',
-        action='store_true',
-        help='only export: no onnx.checker, onnxruntime or comparison')
-    parser.add_argument(
-        '--time-runs',
-        type=int,
-        default=0,
-        help='also time this many runs (after one warm-up) of onnxruntime '
-        "and of PyTorch on mmvim's compiled and portable CPU backends, and "
-        'print the medians (default: no timing)')
-    parser.add_argument(
-        '--threads',
-        type=int,
-        default=1,
-        help='CPU threads of both runtimes when timing (default: %(default)s)')
-    parser.add_argument(
-        '--overwrite', action='store_true', help='replace an existing --out')
-    add_cfg_options(parser, 'model.backbone.init_cfg=None')
     return parser.parse_args(argv)
 
 
@@ -195,7 +146,6 @@ def export_and_check(args):
     """Checks the arguments, exports, and checks the file against PyTorch;
     returns the relative errors (None with --skip-check or --custom-ops)."""
     out = Path(args.out)
-    check_output(out, args.overwrite, ('.onnx', ))
     if not args.skip_check:
         try:
             import onnx  # noqa: F401
@@ -203,15 +153,7 @@ def export_and_check(args):
         except ImportError as error:
             raise RunSetupError(f'{error.name} is missing: pip install -e '
                                 '.[deploy] (or -r requirements/deploy.txt)')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    check_request(cfg, args.shape, args.batch_size, args.backbone_only,
-                  args.checkpoint)
-    prepare_process()  # weights-only loading of the checkpoint
-    model = build_network(cfg, args.checkpoint, args.shape,
-                          args.backbone_only)
-    pictures = example_pictures(args.batch_size, args.shape)
+    model, pictures = prepare_request(args, ('.onnx', ))
     backend = deployment_backend()
     with use_backend(backend):
         expected = run_network(model, pictures)

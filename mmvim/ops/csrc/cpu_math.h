@@ -20,6 +20,22 @@ constexpr double kLog2e = 1.4426950408889634;
 template <typename acc_t>
 struct Math;
 
+// log(1 + y) for y in [0, 1] as 2 atanh(y / (2 + y)): no cancellation for
+// small y, series error below 2e-8 relative. T: float or a vector of floats
+// (the scan's lanes).
+template <typename T>
+inline T log1p01_series(T y) {
+  const T s = y / (2.f + y);
+  const T s2 = s * s;
+  T p = s2 * (1.f / 13.f) + 1.f / 11.f;
+  p = p * s2 + 1.f / 9.f;
+  p = p * s2 + 1.f / 7.f;
+  p = p * s2 + 1.f / 5.f;
+  p = p * s2 + 1.f / 3.f;
+  p = p * s2 + 1.f;
+  return 2.f * s * p;
+}
+
 template <>
 struct Math<float> {
   static inline float exp2(float x) {
@@ -39,20 +55,7 @@ struct Math<float> {
     return p * scale;
   }
   static inline float exp(float x) { return exp2(x * float(kLog2e)); }
-  // log(1 + y) for y in [0, 1] as 2 atanh(y / (2 + y)): no cancellation for
-  // small y, series error below 2e-8 relative.
-  static inline float log1p01(float y) {
-    const float s = y / (2.f + y);
-    const float s2 = s * s;
-    float p = 1.f / 13.f;
-    p = p * s2 + 1.f / 11.f;
-    p = p * s2 + 1.f / 9.f;
-    p = p * s2 + 1.f / 7.f;
-    p = p * s2 + 1.f / 5.f;
-    p = p * s2 + 1.f / 3.f;
-    p = p * s2 + 1.f;
-    return 2.f * s * p;
-  }
+  static inline float log1p01(float y) { return log1p01_series(y); }
 };
 
 template <>

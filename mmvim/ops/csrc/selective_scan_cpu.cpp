@@ -351,16 +351,7 @@ inline LaneFloats softplus_lanes(LaneFloats x) {
   const LaneFloats zero{};
   const LaneFloats magnitude = x < zero ? -x : x;
   const LaneFloats y = exp2_vec<LaneFloats, LaneInts, true>(-magnitude * float(kLog2e));
-  // log(1 + y) for y in [0, 1] as 2 atanh(y / (2 + y)), Math<float>::log1p01.
-  const LaneFloats t = y / (2.f + y), t2 = t * t;
-  LaneFloats p = zero + 1.f / 13.f;
-  p = p * t2 + 1.f / 11.f;
-  p = p * t2 + 1.f / 9.f;
-  p = p * t2 + 1.f / 7.f;
-  p = p * t2 + 1.f / 5.f;
-  p = p * t2 + 1.f / 3.f;
-  p = p * t2 + 1.f;
-  return (x > zero ? x : zero) + 2.f * t * p;
+  return (x > zero ? x : zero) + log1p01_series(y);
 }
 
 inline LaneFloats sigmoid_lanes(LaneFloats x) { return 1.f / (1.f + exp_lanes(-x)); }
