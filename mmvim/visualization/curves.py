@@ -174,19 +174,27 @@ def plot_curves(scalars: Scalars,
     if len(set(LR_KEYS) & set(drawn)) > 1:
         lr_axes.legend()
     lr_axes.ticklabel_format(axis='y', style='sci', scilimits=(-2, 3))
-    for name in available:
-        steps, values = _series(scalars.evaluation, name)
+    series = {name: _series(scalars.evaluation, name) for name in available}
+    # Each evaluation's highest value is written above its point, the
+    # others below theirs, so close values (box and mask AP) stay readable.
+    highest = {}
+    for steps, values in series.values():
+        for step, value in zip(steps, values):
+            highest[step] = max(value, highest.get(step, value))
+    for name, (steps, values) in series.items():
         metric_axes.plot(steps, values, marker='o', label=name)
         for step, value in zip(steps, values):
+            above = value >= highest[step]
             metric_axes.annotate(
                 f'{value:.3g}', (step, value),
                 textcoords='offset points',
-                xytext=(0, 6),
+                xytext=(0, 6 if above else -6),
                 ha='center',
+                va='bottom' if above else 'top',
                 fontsize=9)
         drawn.append(name)
     if available:
-        metric_axes.margins(y=0.15)  # room for the values written above
+        metric_axes.margins(y=0.15)  # room for the values written by them
         metric_axes.legend()
         metric_axes.set_title('evaluation')
     else:
