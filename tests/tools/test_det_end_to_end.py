@@ -43,6 +43,18 @@ def test_toy_coco_is_deterministic_and_not_overwritten(tmp_path, toy):
     assert (tmp_path / 'a' / 'notes.txt').read_text() == 'keep me'
 
 
+@pytest.mark.parametrize('arguments', [('--num-train', '-3'),
+                                       ('--max-objects', '0'),
+                                       ('--image-size', '0', '48')])
+def test_toy_coco_refuses_sizes_below_one(tmp_path, tool_main, capsys,
+                                          arguments):
+    with pytest.raises(SystemExit) as stop:
+        tool_main(TOY_GENERATOR, tmp_path / 'toy', *arguments)
+    assert stop.value.code == 2  # argparse's
+    assert 'is not a whole number of 1 or more' in capsys.readouterr().err
+    assert not (tmp_path / 'toy').exists()
+
+
 def test_quickstart_config_names_the_generated_classes(quickstart_cfg, toy):
     cfg = quickstart_cfg
     assert tuple(cfg.train_dataloader.dataset.metainfo.classes) == \

@@ -23,6 +23,7 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
+from mmvim.runtime.command_line import positive_int
 from mmvim.runtime.generated_data import clear_generated_folders
 
 CLASSES = ('circle', 'square', 'triangle')
@@ -36,12 +37,12 @@ SPLITS = ('train', 'val')
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('out_dir', help='dataset root to create')
-    parser.add_argument('--num-train', type=int, default=64)
-    parser.add_argument('--num-val', type=int, default=16)
+    parser.add_argument('--num-train', type=positive_int, default=64)
+    parser.add_argument('--num-val', type=positive_int, default=16)
     parser.add_argument(
-        '--image-size', type=int, nargs=2, default=(128, 160),
+        '--image-size', type=positive_int, nargs=2, default=(128, 160),
         metavar=('HEIGHT', 'WIDTH'))
-    parser.add_argument('--max-objects', type=int, default=3)
+    parser.add_argument('--max-objects', type=positive_int, default=3)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
         '--overwrite', action='store_true',
