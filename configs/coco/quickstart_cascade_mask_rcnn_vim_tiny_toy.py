@@ -9,7 +9,7 @@
 # Same model types, norms (LayerNorm) and losses as the real config; what is
 # smaller: the backbone (4 layers of 64 channels, no pretrained checkpoint),
 # the pyramid and head widths (64 channels instead of 256), the number of
-# proposals and sampled RoIs, the images (160x128) and the schedule (500
+# proposals and sampled RoIs, the images (160x128) and the schedule (400
 # iterations of 2 pictures). What differs for the toy objects' sizes and
 # for training from scratch says why beside it, with what it measured
 # (tools/demo/quickstart_det.py, box AP on the toy val split, seed 0).
