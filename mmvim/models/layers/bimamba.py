@@ -135,17 +135,19 @@ class BiMambaMixer(nn.Module):
         u = bidirectional_causal_conv1d_silu(
             x, torch.cat([conv.weight[:, 0] for conv in convs]),
             torch.cat([conv.bias for conv in convs]))
-        projected = [
+        deltas, Bs, Cs = zip(*[
             self._project(u_dir, suffix)
             for u_dir, suffix in zip(u.chunk(2, dim=1), DIRECTIONS)
-        ]
-        deltas, Bs, Cs = zip(*projected)
+        ])
+        # Each direction's delta is freed once both are in one tensor: two
+        # (b, l, d) buffers fewer while the scan runs.
+        delta = torch.cat(deltas, dim=-1).transpose(1, 2)
+        del deltas
         A, D, dt_bias = self._ssm_parameters(DIRECTIONS)
         # B, C (b, 2, n, l) as views of token-major (b, 2, l, n) stacks: the
         # layout the compiled scan reads, so it copies nothing more.
         y = bidirectional_selective_scan(
-            u,
-            torch.cat(deltas, dim=-1).transpose(1, 2), A,
+            u, delta, A,
             torch.stack(Bs, dim=1).transpose(-1, -2),
             torch.stack(Cs, dim=1).transpose(-1, -2), D, z, dt_bias,
             delta_softplus=True)
@@ -163,4 +165,6 @@ class BiMambaMixer(nn.Module):
             y_fwd, y_bwd = y_fwd.transpose(1, 2), y_bwd.transpose(1, 2)
         # Token-major (b, l, d) operands: the average comes out contiguous
         # for out_proj, in eager and in Inductor's kernels alike.
-        return self.out_proj((y_fwd + y_bwd) / 2)
+        # Halved in place: one (b, l, d) buffer instead of two (the sum's
+        # backward needs neither operand nor result, so autograd allows it).
+        return self.out_proj(torch.add(y_fwd, y_bwd).div_(2))
