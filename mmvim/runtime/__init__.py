@@ -11,10 +11,13 @@ from .atomic_files import (
                            use_atomic_local_writes,
                            write_atomically,
 )
-from .checkpoint_loading import (
-                           CheckpointFormatHook,
+from mmvim.models.utils.weights_fit import (
                            CheckpointMismatchError,
                            check_weights_fit,
+)
+
+from .checkpoint_loading import (
+                           CheckpointFormatHook,
                            load_checkpoint_file,
                            load_fitting_weights,
                            use_safe_checkpoint_loaders,

@@ -15,16 +15,17 @@ tools/test.py, the demo, the export):
   ``import mmvim``.
 * **Weights that do not fit are an error.** mmengine only warns about
   missing keys and shape mismatches and goes on with random weights;
-  :func:`check_weights_fit` names them and stops.
+  :func:`~mmvim.models.utils.weights_fit.check_weights_fit` names them and
+  stops (``import mmvim`` makes mmengine's own whole-model loads of a Vim
+  model do the same: :mod:`mmvim.models.model_loading`).
 """
 from collections import OrderedDict
-from typing import Iterator, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import CheckpointLoader
 from mmengine.runner import load_state_dict as load_module_state_dict
 
@@ -32,6 +33,11 @@ from mmvim.models.utils.mmengine_checkpoints import (
     FILE_SCHEMES,
     load_checkpoint_file,
     use_safe_mmengine_loaders,
+)
+from mmvim.models.utils.weights_fit import (
+    check_weights_fit,
+    model_weights,
+    unwrapped_model,
 )
 
 # What a saved HistoryBuffer becomes in mmvim's checkpoints.
@@ -41,10 +47,6 @@ MMENGINE_SCHEMES = ('', 'http://', 'https://', 'pavi://',
                     r'(\S+\:)?s3://', r'(\S+\:)?petrel://', 'modelzoo://',
                     'torchvision://', 'open-mmlab://', 'openmmlab://',
                     'mmcls://')
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's weights do not fit the model they are loaded into."""
 
 
 def _refused_scheme(filename: str, map_location=None):
@@ -122,94 +124,6 @@ def restore_message_hub(checkpoint: dict) -> None:
                 value['max_length'])
 
 
-def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    return model
-
-
-def _listed(keys: List[str], limit: int = 8) -> str:
-    """All keys if few, else their counts per top-level module with the
-    first of each (``decode_head.* (40 keys: decode_head.bottleneck...)``).
-    """
-    keys = sorted(keys)
-    if len(keys) <= limit:
-        return ', '.join(keys)
-    groups: dict = {}
-    for key in keys:
-        groups.setdefault(key.split('.')[0], []).append(key)
-    return ', '.join(f'{prefix}.* ({len(members)} keys: {members[0]}, ...)'
-                     for prefix, members in groups.items())
-
-
-def model_weights(state_dict: dict, prefix: Optional[str] = None) -> dict:
-    """The weights of a checkpoint's ``state_dict`` as the model names them:
-    without DistributedDataParallel's ``module.`` prefix and, with
-    ``prefix`` (e.g. ``'backbone.'``), only the keys under it, without it
-    (or all keys when none is under it: a file of that module alone)."""
-    weights = {
-        key[len('module.'):] if key.startswith('module.') else key: value
-        for key, value in state_dict.items()
-    }
-    if not prefix:
-        return weights
-    under = {key[len(prefix):]: value for key, value in weights.items()
-             if key.startswith(prefix)}
-    return under or weights
-
-
-def weight_mismatches(
-        model: torch.nn.Module, weights: dict
-) -> Tuple[List[str], List[str], List[str]]:
-    """(missing keys, unexpected keys, shape mismatches) of loading
-    ``weights`` (see :func:`model_weights`) into ``model``; BatchNorm
-    ``num_batches_tracked`` counters are not weights and do not count."""
-    own = _unwrapped(model).state_dict()
-
-    def counted(keys: Iterator[str]) -> List[str]:
-        return [key for key in keys if not key.endswith('num_batches_tracked')]
-
-    missing = counted(key for key in own if key not in weights)
-    unexpected = counted(key for key in weights if key not in own)
-    mismatched = [
-        f'{key} {tuple(weights[key].shape)} vs {tuple(own[key].shape)}'
-        for key in own if key in weights and hasattr(weights[key], 'shape')
-        and tuple(weights[key].shape) != tuple(own[key].shape)
-    ]
-    return missing, unexpected, mismatched
-
-
-def check_weights_fit(model: torch.nn.Module, checkpoint,
-                      source: Optional[str] = None,
-                      prefix: Optional[str] = None) -> None:
-    """Raises CheckpointMismatchError naming the keys (two lines: what
-    differs, and the fix) unless the checkpoint's weights (those under
-    ``prefix``, see :func:`model_weights`) fit ``model`` exactly."""
-    state_dict = checkpoint.get('state_dict', checkpoint) \
-        if isinstance(checkpoint, dict) else None
-    name = source or 'the checkpoint'
-    if not isinstance(state_dict, dict):
-        raise CheckpointMismatchError(f'{name} holds no state_dict.')
-    missing, unexpected, mismatched = weight_mismatches(
-        model, model_weights(state_dict, prefix))
-    if not (missing or unexpected or mismatched):
-        return
-    problems = []
-    if mismatched:
-        problems.append(f'{len(mismatched)} shapes differ (checkpoint vs '
-                        f'model): {_listed(mismatched)}')
-    if missing:
-        problems.append(f'{len(missing)} weights missing: {_listed(missing)}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} weights the model does not have: '
-                        f'{_listed(unexpected)}')
-    raise CheckpointMismatchError(
-        f'{name} does not fit this model: ' + '; '.join(problems) +
-        '.\nUse a checkpoint saved with this config (a backbone checkpoint '
-        'goes in model.backbone.init_cfg=dict(type=\'Pretrained\', '
-        'checkpoint=PATH)).')
-
-
 def load_fitting_weights(model: torch.nn.Module, source: str,
                          prefix: Optional[str] = None) -> dict:
     """Loads the weights of ``source`` (those under ``prefix``, see
@@ -218,7 +132,7 @@ def load_fitting_weights(model: torch.nn.Module, source: str,
     checkpoint = load_checkpoint_file(source)
     check_weights_fit(model, checkpoint, source, prefix)
     load_module_state_dict(
-        _unwrapped(model),
+        unwrapped_model(model),
         model_weights(checkpoint.get('state_dict', checkpoint), prefix),
         strict=True)
     return checkpoint

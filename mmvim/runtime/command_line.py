@@ -13,7 +13,7 @@ from mmengine.device import get_device
 
 from mmvim.models.utils import UnreadableCheckpointError
 from .atomic_files import OverwriteRefusedError
-from .checkpoint_loading import CheckpointMismatchError
+from mmvim.models.utils.weights_fit import CheckpointMismatchError
 from .ops_backend import ops_backend_line
 from .run_guards import RunSetupError
 from .runner_setup import build_runner, load_config

@@ -1,6 +1,7 @@
 """Checkpoints trained with mmvim's tools load through mmseg's and mmdet's
 own inference APIs after ``import mmvim`` alone, with torch's default
-``weights_only=True`` loading: they hold plain data only."""
+``weights_only=True`` loading: they hold plain data only. Weights that do
+not fit are refused there too."""
 import os
 import subprocess
 import sys
@@ -30,6 +31,18 @@ assert inference_model(model, picture).pred_sem_seg.shape == (40, 56)
 inferencer = MMSegInferencer(model=config, weights=checkpoint, device='cpu')
 result = inferencer(picture, return_datasamples=True)
 assert result.pred_sem_seg.shape == (40, 56)
+# A head of another size is an error there too, not random weights.
+import torch
+from mmvim.models.utils.weights_fit import CheckpointMismatchError
+unfit = torch.load(checkpoint, weights_only=True)
+for key in ('decode_head.conv_seg.weight', 'decode_head.conv_seg.bias'):
+    unfit['state_dict'][key] = unfit['state_dict'][key][:5]
+torch.save(unfit, checkpoint + '.5_classes.pth')
+try:
+    init_model(config, checkpoint + '.5_classes.pth', device='cpu')
+    raise SystemExit('init_model loaded a 5-class head into 150 classes')
+except CheckpointMismatchError as error:
+    assert 'decode_head.conv_seg.weight (5, ' in str(error), error
 print('ok')
 '''
 DETECTION_APIS = '''
