@@ -179,6 +179,7 @@ def test_each_ops_backend_saves_its_own_chunk_states():
         states
 
 
+@pytest.mark.slow
 def test_one_image_per_gpu_with_sync_bn():
     # UperNet's pyramid pooling gives a 1x1 map: one value per channel,
     # which BatchNorm refuses in training and SyncBN (over every GPU) takes.

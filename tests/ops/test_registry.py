@@ -64,6 +64,7 @@ def test_empty_or_auto_variable_means_auto(monkeypatch, value):
     assert ops.requested_backend() == 'auto'
 
 
+@pytest.mark.slow
 def test_the_variable_is_read_at_import_and_by_set_backend_none(monkeypatch):
     monkeypatch.setenv(ops.BACKEND_ENV, 'sequential')
     # Not per call: a forward pass never reads the environment.
@@ -163,8 +164,8 @@ def test_list_backends_reports_every_backend_and_why_not():
         assert 'selective_scan_cuda' in statuses['cuda'].reason
 
 
-@pytest.mark.parametrize('variable', [
-    pytest.param('', marks=pytest.mark.slow), 'garbage'])
+@pytest.mark.slow
+@pytest.mark.parametrize('variable', ['', 'garbage'])
 def test_listing_command_prints_every_backend_even_on_a_bad_setting(
         variable):
     result = subprocess.run([sys.executable, '-m', 'mmvim.ops'],
@@ -210,6 +211,7 @@ def test_a_new_backend_runs_without_touching_the_mixer(tiny_vim):
     assert 'counting' not in ops.backend_names()
 
 
+@pytest.mark.slow
 def test_import_survives_broken_accelerators(tmp_path):
     # Packages that raise on import, as the released wheels do without their
     # compiled extensions.

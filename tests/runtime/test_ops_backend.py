@@ -40,6 +40,7 @@ def test_a_forced_backend_that_cannot_run_is_a_setup_error():
             ops_backend_line('cpu')
 
 
+@pytest.mark.slow
 def test_every_run_states_its_ops_backend_in_its_log(tmp_path, monkeypatch):
     monkeypatch.setenv('TINY_ADE20K_ROOT', str(tmp_path / 'no_data_needed'))
     runner = build_runner(

@@ -35,6 +35,7 @@ def same_second(monkeypatch):
                               localtime=time.localtime))
 
 
+@pytest.mark.slow
 def test_runs_in_one_work_dir_keep_their_logs_and_the_first_config(
         tmp_path, monkeypatch, same_second):
     monkeypatch.setenv('TINY_ADE20K_ROOT', str(tmp_path / 'no_data_needed'))

@@ -223,6 +223,7 @@ def test_settings_that_cannot_work_stop_train_before_building(
                   tmp_path / 'work', '--debug', '--cfg-options', *options)
 
 
+@pytest.mark.slow
 def test_an_ops_backend_that_cannot_run_stops_train_in_one_line(
         tmp_path, tiny_config, run_tool):
     result = run_tool(['tools/train.py', tiny_config, '--work-dir',

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
@@ -48,6 +49,7 @@ class ShellCommand:
         return os.system, (f'touch {self.marker}', )
 
 
+@pytest.mark.slow
 def test_import_mmvim_makes_mmengine_loading_safe_and_able_to_read_its_files(
         tmp_path):
     from mmengine.config import Config
