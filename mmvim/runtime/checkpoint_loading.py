@@ -37,6 +37,7 @@ from mmvim.models.utils.mmengine_checkpoints import (
 from mmvim.models.utils.weights_fit import (
     check_weights_fit,
     model_weights,
+    state_dict_of,
     unwrapped_model,
 )
 
@@ -133,7 +134,7 @@ def load_fitting_weights(model: torch.nn.Module, source: str,
     check_weights_fit(model, checkpoint, source, prefix)
     load_module_state_dict(
         unwrapped_model(model),
-        model_weights(checkpoint.get('state_dict', checkpoint), prefix),
+        model_weights(state_dict_of(checkpoint), prefix),
         strict=True)
     return checkpoint
 

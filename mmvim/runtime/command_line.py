@@ -12,8 +12,8 @@ from mmengine.config import Config, DictAction
 from mmengine.device import get_device
 
 from mmvim.models.utils import UnreadableCheckpointError
-from .atomic_files import OverwriteRefusedError
 from mmvim.models.utils.weights_fit import CheckpointMismatchError
+from .atomic_files import OverwriteRefusedError
 from .ops_backend import ops_backend_line
 from .run_guards import RunSetupError
 from .runner_setup import build_runner, load_config

@@ -205,10 +205,13 @@ def run_network(network: nn.Module, pictures: torch.Tensor):
         with torch.no_grad():
             return as_list(network(pictures))
     except (RuntimeError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [''])[0]
         raise RunSetupError(
             f'the model does not run on a {tuple(pictures.shape)} input '
-            f'({reason}); try another --shape') from error
+            f'({_first_line(error)}); try another --shape') from error
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [''])[0]
 
 
 def output_names(outputs, backbone_only: bool) -> List[str]:
@@ -230,10 +233,9 @@ def export_program(network: nn.Module, pictures: torch.Tensor):
     try:
         return torch.export.export(network, (pictures, ))
     except Exception as error:  # noqa: BLE001 - export errors vary
-        reason = (str(error).strip().splitlines() or [''])[0]
         raise RunSetupError(
             f'torch.export cannot export this model: {type(error).__name__}'
-            f': {reason}') from error
+            f': {_first_line(error)}') from error
 
 
 def write_new_file(out: Path, write: Callable[[Path], None],
@@ -275,6 +277,36 @@ def load_aoti_package(path: Path):
     first)."""
     load_operators()
     return torch._inductor.aoti_load_package(os.fspath(path))
+
+
+def describe_outputs(names: Sequence[str], outputs) -> str:
+    """``name (shape), ...`` of a network's outputs, for the tools' report."""
+    return ', '.join(f'{name} {tuple(output.shape)}'
+                     for name, output in zip(names, outputs))
+
+
+def check_against_pytorch(runtime: str, names: Sequence[str],
+                          expected: Sequence[torch.Tensor],
+                          actual: Sequence, max_error: float) -> List[float]:
+    """Prints each output's max relative error of ``runtime`` against
+    PyTorch's ``expected`` and returns them; RunSetupError when one is
+    above ``max_error``."""
+    errors = max_relative_errors([t.numpy() for t in expected],
+                                 [np.asarray(a) for a in actual])
+    print(f'{runtime} vs PyTorch, max relative error: ' + ', '.join(
+        f'{name} {error:.2e}' for name, error in zip(names, errors)))
+    if max(errors) > max_error:
+        raise RunSetupError(f'{runtime} differs from PyTorch by '
+                            f'{max(errors):.2e} > --max-error {max_error:g}')
+    return errors
+
+
+def print_medians(seconds: dict, runs: int, threads: int,
+                  pictures: torch.Tensor) -> None:
+    """The tools' timing line: each runtime's median of ``runs``."""
+    print(f'median of {runs} runs, {threads} CPU thread(s), input '
+          f'{tuple(pictures.shape)}: ' + ', '.join(
+              f'{name} {value:.3f} s' for name, value in seconds.items()))
 
 
 def max_relative_errors(expected: Sequence[np.ndarray],

@@ -15,6 +15,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import torch
 
 from mmvim.models.utils.mmengine_checkpoints import load_checkpoint_file
+from mmvim.models.utils.weights_fit import state_dict_of
 
 MMSEG_DATA_DOCS = ('https://mmsegmentation.readthedocs.io/en/latest/'
                    'user_guides/2_dataset_prepare.html')
@@ -212,8 +213,7 @@ def check_checkpoint_loads(path: str, option: str) -> None:
         checkpoint = load_checkpoint_file(path, mmap=True)
     except ValueError as error:
         raise RunSetupError(f'{option}: {error}') from None
-    weights = checkpoint.get('state_dict', checkpoint) if isinstance(
-        checkpoint, dict) else None
+    weights = state_dict_of(checkpoint)
     if not isinstance(weights, dict) or not any(
             isinstance(value, torch.Tensor) for value in weights.values()):
         raise RunSetupError(

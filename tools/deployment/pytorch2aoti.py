@@ -25,14 +25,14 @@ import torch
 import mmvim  # noqa: F401  registers the Vim backbone and neck
 from mmvim.analysis.timing import median_seconds
 from mmvim.ops import use_backend
-from mmvim.runtime import RunSetupError
 from mmvim.runtime.command_line import user_errors
 from mmvim.runtime.deployment import (aoti_package, as_list,
+                                      check_against_pytorch,
                                       deployment_backend, deployment_parser,
-                                      export_program, load_aoti_package,
-                                      max_relative_errors, output_names,
-                                      prepare_request, run_network,
-                                      write_new_file)
+                                      describe_outputs, export_program,
+                                      load_aoti_package, output_names,
+                                      prepare_request, print_medians,
+                                      run_network, write_new_file)
 
 
 def parse_args(argv=None):
@@ -61,23 +61,16 @@ def package_and_check(args):
                            args.overwrite)
     names = output_names(expected, args.backbone_only)
     print(f'{out}: {out.stat().st_size / 2**20:.1f} MiB, ops backend '
-          f'{backend}, input pictures {tuple(pictures.shape)}, outputs ' +
-          ', '.join(f'{name} {tuple(t.shape)}'
-                    for name, t in zip(names, expected)) +
-          f'; exported and compiled in {time.perf_counter() - started:.0f} s')
+          f'{backend}, input pictures {tuple(pictures.shape)}, outputs '
+          f'{describe_outputs(names, expected)}; exported and compiled in '
+          f'{time.perf_counter() - started:.0f} s')
     if args.skip_check:
         return None
     package = load_aoti_package(out)
     with torch.no_grad():
         actual = as_list(package(pictures))
-    errors = max_relative_errors([t.numpy() for t in expected],
-                                 [t.numpy() for t in actual])
-    print('package vs PyTorch, max relative error: ' + ', '.join(
-        f'{name} {error:.2e}' for name, error in zip(names, errors)))
-    if max(errors) > args.max_error:
-        raise RunSetupError(f'the package differs from PyTorch by '
-                            f'{max(errors):.2e} > --max-error '
-                            f'{args.max_error:g}')
+    errors = check_against_pytorch('package', names, expected, actual,
+                                   args.max_error)
     if args.time_runs:
         torch.set_num_threads(args.threads)
         with use_backend(backend), torch.no_grad():
@@ -87,9 +80,7 @@ def package_and_check(args):
                 f'PyTorch eager ({backend} backend)': median_seconds(
                     lambda: network(pictures), args.time_runs),
             }
-        print(f'median of {args.time_runs} runs, {args.threads} CPU '
-              f'thread(s), input {tuple(pictures.shape)}: ' + ', '.join(
-                  f'{name} {value:.3f} s' for name, value in seconds.items()))
+        print_medians(seconds, args.time_runs, args.threads, pictures)
     return errors
 
 

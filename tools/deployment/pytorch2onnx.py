@@ -30,10 +30,11 @@ from mmvim.analysis.timing import median_seconds
 from mmvim.ops import use_backend
 from mmvim.runtime import RunSetupError
 from mmvim.runtime.command_line import user_errors
-from mmvim.runtime.deployment import (deployment_backend, deployment_parser,
-                                      max_relative_errors, output_names,
-                                      prepare_request, run_network,
-                                      write_new_file)
+from mmvim.runtime.deployment import (check_against_pytorch,
+                                      deployment_backend, deployment_parser,
+                                      describe_outputs, output_names,
+                                      prepare_request, print_medians,
+                                      run_network, write_new_file)
 
 DEFAULT_OPSET = 18
 
@@ -131,9 +132,7 @@ def time_side_by_side(out: Path, model, pictures: torch.Tensor,
             with use_backend(backend):
                 seconds[f'PyTorch ({backend} backend)'] = median_seconds(
                     lambda: model(pictures), args.time_runs)
-    print(f'median of {args.time_runs} runs, {args.threads} CPU thread(s), '
-          f'input {tuple(pictures.shape)}: ' + ', '.join(
-              f'{name} {value:.3f} s' for name, value in seconds.items()))
+    print_medians(seconds, args.time_runs, args.threads, pictures)
 
 
 def main(argv=None):
@@ -165,9 +164,9 @@ def export_and_check(args):
     print(f'{out}: {out.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, '
           f'{"mmvim-domain" if args.custom_ops else "standard"} operators, '
           f'traced with the {backend} backend, input pictures '
-          f'{tuple(pictures.shape)}, outputs ' + ', '.join(
-              f'{name} {tuple(t.shape)}' for name, t in zip(names, expected))
-          + f'; exported in {time.perf_counter() - started:.0f} s')
+          f'{tuple(pictures.shape)}, outputs '
+          f'{describe_outputs(names, expected)}; exported in '
+          f'{time.perf_counter() - started:.0f} s')
     if args.skip_check:
         return None
     import onnx
@@ -178,16 +177,11 @@ def export_and_check(args):
         print('onnx.checker (with the mmvim schemas): ok')
         return None
     onnx.checker.check_model(str(out))
+    print('onnx.checker: ok')
     actual = onnxruntime_session(out).run(None,
                                           {'pictures': pictures.numpy()})
-    errors = max_relative_errors([t.numpy() for t in expected], actual)
-    print('onnx.checker: ok; onnxruntime (CPU) vs PyTorch, max relative '
-          'error: ' + ', '.join(f'{name} {error:.2e}'
-                                for name, error in zip(names, errors)))
-    if max(errors) > args.max_error:
-        raise RunSetupError(f'onnxruntime differs from PyTorch by '
-                            f'{max(errors):.2e} > --max-error '
-                            f'{args.max_error:g}')
+    errors = check_against_pytorch('onnxruntime (CPU)', names, expected,
+                                   actual, args.max_error)
     if args.time_runs:
         time_side_by_side(out, model, pictures, args)
     return errors

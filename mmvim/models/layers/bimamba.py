@@ -164,7 +164,7 @@ class BiMambaMixer(nn.Module):
                                              DIRECTIONS[1]).flip(-1)
             y_fwd, y_bwd = y_fwd.transpose(1, 2), y_bwd.transpose(1, 2)
         # Token-major (b, l, d) operands: the average comes out contiguous
-        # for out_proj, in eager and in Inductor's kernels alike.
-        # Halved in place: one (b, l, d) buffer instead of two (the sum's
-        # backward needs neither operand nor result, so autograd allows it).
+        # for out_proj, in eager and in Inductor's kernels alike; halved in
+        # place, one such buffer instead of two (the sum's backward needs
+        # neither operand nor result, so autograd allows it).
         return self.out_proj(torch.add(y_fwd, y_bwd).div_(2))

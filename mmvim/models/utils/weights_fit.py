@@ -37,6 +37,14 @@ def _listed(keys: List[str], limit: int = 8) -> str:
                      for prefix, members in groups.items())
 
 
+def state_dict_of(checkpoint) -> Optional[dict]:
+    """A checkpoint's weights: its ``state_dict``, or the file itself when
+    it is a bare state dict; None when it is not a dict at all."""
+    if not isinstance(checkpoint, dict):
+        return None
+    return checkpoint.get('state_dict', checkpoint)
+
+
 def model_weights(state_dict: dict, prefix: Optional[str] = None) -> dict:
     """The weights of a checkpoint's ``state_dict`` as the model names them:
     without DistributedDataParallel's ``module.`` prefix and, with
@@ -80,8 +88,7 @@ def check_weights_fit(model: torch.nn.Module, checkpoint,
     """Raises CheckpointMismatchError naming the keys (two lines: what
     differs, and the fix) unless the checkpoint's weights (those under
     ``prefix``, see :func:`model_weights`) fit ``model`` exactly."""
-    state_dict = checkpoint.get('state_dict', checkpoint) \
-        if isinstance(checkpoint, dict) else None
+    state_dict = state_dict_of(checkpoint)
     name = source or 'the checkpoint'
     if not isinstance(state_dict, dict):
         raise CheckpointMismatchError(f'{name} holds no state_dict.')
