@@ -363,29 +363,47 @@ inline float lane_sum(LaneFloats v) {
   return sum;
 }
 
+// One (b, d, l) tensor seen from a lane tile: the kLanes values of its rows
+// first .. first + kLanes - 1 at a token, one vector load or store where
+// they are adjacent floats (channel-last), else one per lane. T is const for
+// the inputs.
+template <typename T>
+struct TileRows {
+  T* base;
+  int64_t token_stride, channel_stride;
+
+  TileRows(const StridedRows<T>& rows, int64_t b, int64_t first)
+      : base(rows.row(b, first)),
+        token_stride(rows.token_stride),
+        channel_stride(rows.channel_stride) {}
+
+  LaneFloats at(int64_t t) const {
+    const T* src = base + t * token_stride;
+    if constexpr (std::is_same<std::remove_const_t<T>, float>::value) {
+      if (channel_stride == 1) return load_lanes(src);
+    }
+    LaneFloats v;
+    for (int64_t r = 0; r < kLanes; ++r) v[r] = static_cast<float>(src[r * channel_stride]);
+    return v;
+  }
+
+  void store(int64_t t, LaneFloats v) const {
+    T* dst = base + t * token_stride;
+    if constexpr (std::is_same<T, float>::value) {
+      if (channel_stride == 1) return store_lanes(dst, v);
+    }
+    for (int64_t r = 0; r < kLanes; ++r) dst[r * channel_stride] = static_cast<T>(v[r]);
+  }
+};
+
 // The values of one (b, d, l) input for kLanes rows and a chunk of tokens,
 // lane-interleaved: dst[j * kLanes + r] is row first + r at step first_step + j.
 template <typename scalar_t>
 void gather_lanes(const ScanInputs<scalar_t, float>& in, const Rows<scalar_t>& rows, int64_t b,
                   int64_t first, int64_t first_step, int64_t len, float* dst) {
-  const scalar_t* base = rows.row(b, first);
-  const auto token = [&](int64_t j) { return in.token(first_step + j, first); };
-  if (rows.channel_stride == 1 && rows.channels >= first % rows.channels + kLanes) {
-    for (int64_t j = 0; j < len; ++j) {  // channel-last: one token's lanes are adjacent
-      const scalar_t* src = base + token(j) * rows.token_stride;
-      if constexpr (std::is_same<scalar_t, float>::value) {
-        store_lanes(dst + j * kLanes, load_lanes(src));
-      } else {
-        for (int64_t r = 0; r < kLanes; ++r) dst[j * kLanes + r] = static_cast<float>(src[r]);
-      }
-    }
-  } else {
-    for (int64_t r = 0; r < kLanes; ++r) {
-      const scalar_t* src = rows.row(b, first + r);
-      for (int64_t j = 0; j < len; ++j)
-        dst[j * kLanes + r] = static_cast<float>(src[token(j) * rows.token_stride]);
-    }
-  }
+  const TileRows<const scalar_t> tile_rows(rows, b, first);
+  for (int64_t j = 0; j < len; ++j)
+    store_lanes(dst + j * kLanes, tile_rows.at(in.token(first_step + j, first)));
 }
 
 // States a pass of the lane scan keeps in registers: all 16 with AVX-512's
@@ -471,29 +489,34 @@ struct LaneScratch {
       du[kChunk * kLanes], z[kChunk * kLanes], y[kChunk * kLanes];
 };
 
-// Fills s.u, s.pre, s.dt, s.du (and s.z) for one chunk of the tile at
-// channel `first`; returns whether every dt is >= 0 (then dt A <= 0 where
-// A <= 0, and exp2 skips its upper clamp).
+// Fills s.u, s.pre, s.dt, s.du and s.y = D u (and s.z when `with_z`) for one
+// chunk of the tile at channel `first`, in one pass over its tokens; returns
+// whether every dt is >= 0 (then dt A <= 0 where A <= 0, and exp2 skips its
+// upper clamp).
 template <typename scalar_t>
 bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first,
-                     int64_t first_step, int64_t len, LaneScratch& s) {
-  const int64_t n_values = len * kLanes;
-  gather_lanes(in, in.u, b, first, first_step, len, s.u);
-  gather_lanes(in, in.delta, b, first, first_step, len, s.pre);
-  if (in.bias) {
-    const LaneFloats bias = load_lanes(in.bias + first);
-    for (int64_t j = 0; j < len; ++j)
-      store_lanes(s.pre + j * kLanes, load_lanes(s.pre + j * kLanes) + bias);
+                     int64_t first_step, int64_t len, bool with_z, LaneScratch& s) {
+  const TileRows<const scalar_t> u(in.u, b, first), delta(in.delta, b, first);
+  const LaneFloats bias = in.bias ? load_lanes(in.bias + first) : LaneFloats{};
+  const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
+  const int64_t token0 = in.token(first_step, first), token_step = first >= in.reverse_from ? -1 : 1;
+  LaneInts non_negative = LaneInts{} - 1;  // lane masks: every dt so far >= 0 (false for NaN)
+  for (int64_t j = 0; j < len; ++j) {
+    const int64_t t = token0 + j * token_step;
+    const LaneFloats uv = u.at(t), pre = in.bias ? delta.at(t) + bias : delta.at(t);
+    const LaneFloats dt = in.softplus ? softplus_lanes(pre) : pre;
+    store_lanes(s.u + j * kLanes, uv);
+    store_lanes(s.pre + j * kLanes, pre);
+    store_lanes(s.dt + j * kLanes, dt);
+    store_lanes(s.du + j * kLanes, dt * uv);
+    store_lanes(s.y + j * kLanes, D * uv);
+    non_negative &= dt >= 0.f;
   }
-  if (in.softplus) {
-    for (int64_t i = 0; i < n_values; i += kLanes)
-      store_lanes(s.dt + i, softplus_lanes(load_lanes(s.pre + i)));
-  } else {
-    std::copy(s.pre, s.pre + n_values, s.dt);
-  }
-  for (int64_t i = 0; i < n_values; ++i) s.du[i] = s.dt[i] * s.u[i];
-  if (in.has_z) gather_lanes(in, in.z, b, first, first_step, len, s.z);
-  return in.softplus || std::all_of(s.dt, s.dt + n_values, [](float v) { return v >= 0.f; });
+  if (with_z && in.has_z) gather_lanes(in, in.z, b, first, first_step, len, s.z);
+  if (in.softplus) return true;
+  for (int64_t r = 0; r < kLanes; ++r)
+    if (!non_negative[r]) return false;
+  return true;
 }
 
 // One chunk of one lane tile: from and into tile.h.
@@ -504,18 +527,14 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   const int64_t N = in.n_state, L = in.length, first = tile.first;
   const int64_t first_step = chunk * kChunk;
   const int64_t len = std::min(kChunk, L - first_step);
-  const int64_t n_values = len * kLanes;
   if (states) {
     for (int64_t r = 0; r < kLanes; ++r)
       for (int64_t n = 0; n < N; ++n)
         states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n] =
             tile.h[n * kLanes + r];
   }
-  const bool dt_non_negative = load_lane_chunk(in, b, first, first_step, len, s);
   // y starts as D u; the scan adds <C, h>.
-  const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
-  for (int64_t j = 0; j < len; ++j)
-    store_lanes(s.y + j * kLanes, D * load_lanes(s.u + j * kLanes));
+  const bool dt_non_negative = load_lane_chunk(in, b, first, first_step, len, false, s);
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
   if (tile.A_non_positive && dt_non_negative)
     lane_chunk_scan<kN, true>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
@@ -523,34 +542,30 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   else
     lane_chunk_scan<kN, false>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
                                token_step, tile.h.data(), s.y);
+  // The gate, read from z as the output is written: one pass over the chunk.
+  const TileRows<scalar_t> out_rows(out, b, first);
   if (in.has_z) {
-    for (int64_t i = 0; i < n_values; i += kLanes) {
-      const LaneFloats z = load_lanes(s.z + i);
-      store_lanes(s.y + i, load_lanes(s.y + i) * (z * sigmoid_lanes(z)));
-    }
-  }
-  const auto token = [&](int64_t j) { return in.token(first_step + j, first); };
-  if (out.channel_stride == 1) {
+    const TileRows<const scalar_t> z_rows(in.z, b, first);
     for (int64_t j = 0; j < len; ++j) {
-      scalar_t* dst = out.row(b, first) + token(j) * out.token_stride;
-      for (int64_t r = 0; r < kLanes; ++r) dst[r] = static_cast<scalar_t>(s.y[j * kLanes + r]);
+      const int64_t t = token0 + j * token_step;
+      const LaneFloats z = z_rows.at(t);
+      out_rows.store(t, load_lanes(s.y + j * kLanes) * (z * sigmoid_lanes(z)));
     }
   } else {
-    for (int64_t r = 0; r < kLanes; ++r) {
-      scalar_t* out_row = out.row(b, first + r);
-      for (int64_t j = 0; j < len; ++j)
-        out_row[token(j) * out.token_stride] = static_cast<scalar_t>(s.y[j * kLanes + r]);
-    }
+    for (int64_t j = 0; j < len; ++j)
+      out_rows.store(token0 + j * token_step, load_lanes(s.y + j * kLanes));
   }
 }
 
-// Whether channels [first, first + kLanes) can scan in lanes.
+// Whether channels [first, first + kLanes) can scan in lanes: one direction,
+// one group, and z's rows (c % its channels) in one run.
 template <typename scalar_t, typename acc_t>
 bool lane_tile(const ScanInputs<scalar_t, acc_t>& in, int64_t first) {
   if (!std::is_same<acc_t, float>::value || first + kLanes > in.channels) return false;
   const int64_t last = first + kLanes - 1;
   return (first >= in.reverse_from) == (last >= in.reverse_from) &&
-         in.group(first) == in.group(last);
+         in.group(first) == in.group(last) &&
+         (!in.has_z || first % in.z.channels + kLanes <= in.z.channels);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -682,7 +697,7 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   const LaneTile& tile = adjoint.tile;
   const int64_t first = tile.first, first_step = chunk * kChunk;
   const int64_t len = std::min(kChunk, L - first_step), n_values = len * kLanes;
-  const bool dt_non_negative = load_lane_chunk(in, b, first, first_step, len, s.in);
+  const bool dt_non_negative = load_lane_chunk(in, b, first, first_step, len, true, s.in);
   for (int64_t r = 0; r < kLanes; ++r)
     for (int64_t n = 0; n < N; ++n)
       s.start[n * kLanes + r] =
@@ -691,8 +706,7 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   const auto B_of = [&](int64_t j) { return tile.Bt + (token0 + j * token_step) * N; };
   const auto C_of = [&](int64_t j) { return tile.Ct + (token0 + j * token_step) * N; };
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
-  float* y = s.in.y;  // the scan's output before the gate, for its gradient
-  for (int64_t j = 0; j < len; ++j) store_lanes(y + j * kLanes, D * load_lanes(s.in.u + j * kLanes));
+  float* y = s.in.y;  // the scan's output before the gate (D u so far), for its gradient
   const auto recompute = [&](auto non_positive) {
     constexpr bool kNonPositive = decltype(non_positive)::value;
     for (int64_t n = 0; n < N; ++n) {
