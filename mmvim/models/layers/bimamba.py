@@ -124,16 +124,18 @@ class BiMambaMixer(nn.Module):
                               C.transpose(1, 2).contiguous(), D, z, dt_bias,
                               delta_softplus=True)
 
-    def _scan_both_directions(self, x, z):
+    def _scan_both_directions(self, hidden, x_weight, z):
         """Both directions in one conv call and one scan call, nothing
         flipped or concatenated: the backward direction's conv looks ahead
         and the scan walks its channels from the last token to the first.
         Returns the two directions' outputs token-major, (b, l, d) each."""
         convs = [getattr(self, f'conv1d{s}') for s in DIRECTIONS]
         # u (b, 2d, l), channel-last like x: the conv writes both directions
-        # into one tensor, which x_proj and the scan read as it is.
+        # into one tensor, which x_proj and the scan read as it is. x is the
+        # conv's argument only, so inference frees it before the scan.
         u = bidirectional_causal_conv1d_silu(
-            x, torch.cat([conv.weight[:, 0] for conv in convs]),
+            F.linear(hidden, x_weight).transpose(1, 2),
+            torch.cat([conv.weight[:, 0] for conv in convs]),
             torch.cat([conv.bias for conv in convs]))
         deltas, Bs, Cs = zip(*[
             self._project(u_dir, suffix)
@@ -155,10 +157,14 @@ class BiMambaMixer(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (b, l, D) -> (b, l, D)."""
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
+        # x and z from in_proj's two halves, two products rather than one
+        # sliced: x need not live as long as z (the gate, read last).
+        x_weight, z_weight = self.in_proj.weight.chunk(2)
+        z = F.linear(hidden, z_weight).transpose(1, 2)
         if self.fuse_directions:
-            y_fwd, y_bwd = self._scan_both_directions(x, z)
+            y_fwd, y_bwd = self._scan_both_directions(hidden, x_weight, z)
         else:
+            x = F.linear(hidden, x_weight).transpose(1, 2)
             y_fwd = self._scan_one_direction(x, z, DIRECTIONS[0])
             y_bwd = self._scan_one_direction(x.flip(-1), z.flip(-1),
                                              DIRECTIONS[1]).flip(-1)
