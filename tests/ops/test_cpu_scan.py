@@ -196,6 +196,33 @@ def test_half_inputs_keep_a_float32_state(dtype, channels):
 
 
 @needs_cpu_ops
+def test_bf16_lanes_round_as_torch_does():
+    # Lane tiles convert channel-last bf16 a vector at a time: the output
+    # must be the float32 computation on the same values, rounded by torch,
+    # bit for bit, and NaN where it is NaN (torch's vector and scalar
+    # conversions give NaN different bits).
+    inputs = {k: None if v is None else v.to(torch.bfloat16)
+              for k, v in make_inputs(channels=64, length=150,
+                                      groups=2).items()}
+    for name in ('u', 'delta', 'z'):
+        inputs[name] = inputs[name].transpose(1, 2).contiguous().transpose(
+            1, 2)
+    inputs['u'][0, 3, 40] = float('nan')
+    inputs['u'][1, 50, 7] = float('inf')
+    with ops.use_backend('cpu'):
+        out = ops.selective_scan(**inputs, delta_softplus=True)
+        as_float = {k: None if v is None else v.float()
+                    for k, v in inputs.items()}
+        ref = ops.selective_scan(**as_float, delta_softplus=True)
+    expected = ref.to(torch.bfloat16)
+    assert out.stride(1) == 1 and expected.isnan().any()
+    assert torch.equal(out.isnan(), expected.isnan())
+    numbers = ~expected.isnan()
+    assert torch.equal(out.view(torch.int16)[numbers],
+                       expected.view(torch.int16)[numbers])
+
+
+@needs_cpu_ops
 def test_autocast_runs_the_model_close_to_float32(tiny_vim):
     model = tiny_vim(arch=dict(embed_dims=32, num_layers=2), img_size=32)
     x = torch.randn(1, 3, 32, 32)

@@ -363,6 +363,30 @@ inline float lane_sum(LaneFloats v) {
   return sum;
 }
 
+typedef uint16_t LaneU16 __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+typedef uint32_t LaneU32 __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+
+// bf16 <-> float a lane vector at a time, bit for bit as c10::BFloat16
+// converts one value (widening; rounding to nearest even, NaN to 0x7FC0):
+// one value at a time, bf16 inputs made the scan slower than fp32 ones.
+inline LaneFloats bf16_to_lanes(const c10::BFloat16* src) {
+  LaneU16 raw;
+  std::memcpy(&raw, src, sizeof(raw));
+  const LaneU32 bits = __builtin_convertvector(raw, LaneU32) << 16;
+  LaneFloats v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+inline void lanes_to_bf16(LaneFloats v, c10::BFloat16* dst) {
+  LaneU32 bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const LaneU32 rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16;
+  const LaneU32 result = v != v ? LaneU32{} + 0x7FC0u : rounded;
+  const LaneU16 narrow = __builtin_convertvector(result, LaneU16);
+  std::memcpy(dst, &narrow, sizeof(narrow));
+}
+
 // One (b, d, l) tensor seen from a lane tile: the kLanes values of its rows
 // first .. first + kLanes - 1 at a token, one vector load or store where
 // they are adjacent floats (channel-last), else one per lane. T is const for
@@ -378,9 +402,11 @@ struct TileRows {
         channel_stride(rows.channel_stride) {}
 
   LaneFloats at(int64_t t) const {
+    using scalar_t = std::remove_const_t<T>;
     const T* src = base + t * token_stride;
-    if constexpr (std::is_same<std::remove_const_t<T>, float>::value) {
-      if (channel_stride == 1) return load_lanes(src);
+    if (channel_stride == 1) {
+      if constexpr (std::is_same<scalar_t, float>::value) return load_lanes(src);
+      if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) return bf16_to_lanes(src);
     }
     LaneFloats v;
     for (int64_t r = 0; r < kLanes; ++r) v[r] = static_cast<float>(src[r * channel_stride]);
@@ -389,8 +415,9 @@ struct TileRows {
 
   void store(int64_t t, LaneFloats v) const {
     T* dst = base + t * token_stride;
-    if constexpr (std::is_same<T, float>::value) {
-      if (channel_stride == 1) return store_lanes(dst, v);
+    if (channel_stride == 1) {
+      if constexpr (std::is_same<T, float>::value) return store_lanes(dst, v);
+      if constexpr (std::is_same<T, c10::BFloat16>::value) return lanes_to_bf16(v, dst);
     }
     for (int64_t r = 0; r < kLanes; ++r) dst[r * channel_stride] = static_cast<T>(v[r]);
   }
