@@ -130,6 +130,7 @@ def test_amp_and_with_cp_shrink_what_the_backbone_keeps():
     assert backbone_activations(with_cp) < 0.1 * backbone_activations(base)
 
 
+@pytest.mark.slow  # a whole model: seconds
 def test_inference_of_the_tiny_config():
     estimate = estimate_memory(
         EstimateSettings(TINY, mode='test', input_shape=(32, 64)))

@@ -160,6 +160,7 @@ def test_compiled_segmentor_gives_eager_outputs_and_gradients():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # a whole model: seconds
 def test_export_keeps_one_node_per_scan_call():
     pytest.importorskip('mmseg')
     backbone = two_layer_vim().eval()

@@ -7,10 +7,14 @@ import torch
 from mmvim import ops
 
 DEVICES = ('cpu', 'cuda') if torch.cuda.is_available() else ('cpu', )
-BACKENDS = [(s.name, device) for device in DEVICES
-            for s in ops.list_backends()
-            if s.available and (s.device_types is None
-                                or device in s.device_types)]
+# Triton on the CPU is its interpreter, seconds per model: those cases run
+# in the full suite (test_triton_backend.py keeps the quick set's check).
+BACKENDS = [
+    pytest.param(s.name, device, marks=pytest.mark.slow)
+    if (s.name, device) == ('triton', 'cpu') else (s.name, device)
+    for device in DEVICES for s in ops.list_backends()
+    if s.available and (s.device_types is None or device in s.device_types)
+]
 
 
 @pytest.mark.parametrize('fuse', [True, False])
