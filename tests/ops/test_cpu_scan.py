@@ -205,8 +205,7 @@ def test_bf16_lanes_round_as_torch_does():
               for k, v in make_inputs(channels=64, length=150,
                                       groups=2).items()}
     for name in ('u', 'delta', 'z'):
-        inputs[name] = inputs[name].transpose(1, 2).contiguous().transpose(
-            1, 2)
+        inputs[name] = channel_last(inputs[name])
     inputs['u'][0, 3, 40] = float('nan')
     inputs['u'][1, 50, 7] = float('inf')
     with ops.use_backend('cpu'):

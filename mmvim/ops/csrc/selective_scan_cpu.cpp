@@ -510,23 +510,22 @@ LaneTile make_lane_tile(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
 }
 
 // A chunk's per-token lane vectors: u, delta + bias before the softplus,
-// dt, du, z and the output y.
+// dt, du and the output y.
 struct LaneScratch {
   alignas(64) float u[kChunk * kLanes], pre[kChunk * kLanes], dt[kChunk * kLanes],
-      du[kChunk * kLanes], z[kChunk * kLanes], y[kChunk * kLanes];
+      du[kChunk * kLanes], y[kChunk * kLanes];
 };
 
-// Fills s.u, s.pre, s.dt, s.du and s.y = D u (and s.z when `with_z`) for one
-// chunk of the tile at channel `first`, in one pass over its tokens; returns
-// whether every dt is >= 0 (then dt A <= 0 where A <= 0, and exp2 skips its
-// upper clamp).
+// Fills s.u, s.pre, s.dt, s.du and s.y = D u for the `len` tokens of one
+// chunk of the tile at channel `first` (token0 + j * token_step), in one
+// pass; returns whether every dt is >= 0 (then dt A <= 0 where A <= 0, and
+// exp2 skips its upper clamp).
 template <typename scalar_t>
 bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first,
-                     int64_t first_step, int64_t len, bool with_z, LaneScratch& s) {
+                     int64_t token0, int64_t token_step, int64_t len, LaneScratch& s) {
   const TileRows<const scalar_t> u(in.u, b, first), delta(in.delta, b, first);
   const LaneFloats bias = in.bias ? load_lanes(in.bias + first) : LaneFloats{};
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
-  const int64_t token0 = in.token(first_step, first), token_step = first >= in.reverse_from ? -1 : 1;
   LaneInts non_negative = LaneInts{} - 1;  // lane masks: every dt so far >= 0 (false for NaN)
   for (int64_t j = 0; j < len; ++j) {
     const int64_t t = token0 + j * token_step;
@@ -539,7 +538,6 @@ bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t f
     store_lanes(s.y + j * kLanes, D * uv);
     non_negative &= dt >= 0.f;
   }
-  if (with_z && in.has_z) gather_lanes(in, in.z, b, first, first_step, len, s.z);
   if (in.softplus) return true;
   for (int64_t r = 0; r < kLanes; ++r)
     if (!non_negative[r]) return false;
@@ -560,9 +558,9 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
         states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n] =
             tile.h[n * kLanes + r];
   }
-  // y starts as D u; the scan adds <C, h>.
-  const bool dt_non_negative = load_lane_chunk(in, b, first, first_step, len, false, s);
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
+  // y starts as D u; the scan adds <C, h>.
+  const bool dt_non_negative = load_lane_chunk(in, b, first, token0, token_step, len, s);
   if (tile.A_non_positive && dt_non_negative)
     lane_chunk_scan<kN, true>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
                               token_step, tile.h.data(), s.y);
@@ -701,8 +699,8 @@ LaneAdjoint make_lane_adjoint(const ScanInputs<scalar_t, float>& in, int64_t b, 
 struct LaneBackwardScratch {
   std::vector<float> decay, h, start;
   LaneScratch in;
-  alignas(64) float g[kChunk * kLanes], grad_z[kChunk * kLanes], sum_wA[kChunk * kLanes],
-      lambda_B[kChunk * kLanes];
+  alignas(64) float g[kChunk * kLanes], z[kChunk * kLanes], grad_z[kChunk * kLanes],
+      sum_wA[kChunk * kLanes], lambda_B[kChunk * kLanes];
   explicit LaneBackwardScratch(int64_t N)
       : decay(kChunk * N * kLanes), h(kChunk * N * kLanes), start(N * kLanes) {}
 };
@@ -724,12 +722,12 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   const LaneTile& tile = adjoint.tile;
   const int64_t first = tile.first, first_step = chunk * kChunk;
   const int64_t len = std::min(kChunk, L - first_step), n_values = len * kLanes;
-  const bool dt_non_negative = load_lane_chunk(in, b, first, first_step, len, true, s.in);
+  const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
+  const bool dt_non_negative = load_lane_chunk(in, b, first, token0, token_step, len, s.in);
   for (int64_t r = 0; r < kLanes; ++r)
     for (int64_t n = 0; n < N; ++n)
       s.start[n * kLanes + r] =
           states[((b * in.channels + first + r) * in.num_chunks + chunk) * N + n];
-  const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
   const auto B_of = [&](int64_t j) { return tile.Bt + (token0 + j * token_step) * N; };
   const auto C_of = [&](int64_t j) { return tile.Ct + (token0 + j * token_step) * N; };
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
@@ -756,8 +754,9 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   // g = dL/d(scan output): the gradient through the gate, and the gate's own.
   gather_lanes(in, gr.grad_y, b, first, first_step, len, s.g);
   if (in.has_z) {
+    gather_lanes(in, in.z, b, first, first_step, len, s.z);
     for (int64_t i = 0; i < n_values; i += kLanes) {
-      const LaneFloats z = load_lanes(s.in.z + i), sig = sigmoid_lanes(z);
+      const LaneFloats z = load_lanes(s.z + i), sig = sigmoid_lanes(z);
       const LaneFloats g = load_lanes(s.g + i);
       store_lanes(s.grad_z + i, g * load_lanes(y + i) * sig * (1.f + z * (1.f - sig)));
       store_lanes(s.g + i, g * (z * sig));
