@@ -27,9 +27,10 @@ def machine_limits(repeats: int = 5) -> Dict[str, float]:
 
 def scan_inputs(length: int, batch: int = 1, channels: int = VIM_TINY_CHANNELS,
                 dtype=torch.float32) -> Dict[str, torch.Tensor]:
-    """Random inputs of one fused two-direction Vim scan call, in the layouts
-    the mixer passes: u, delta and z channel-last (b, l, d) memory seen as
-    (b, d, l), B and C contiguous."""
+    """Random inputs of one fused two-direction Vim scan call (the mixer
+    averages the directions in it), in the layouts the mixer passes: u,
+    delta and z channel-last (b, l, d) memory seen as (b, d, l), B and C
+    contiguous."""
     gen = torch.Generator().manual_seed(0)
 
     def randn(*shape):
@@ -64,7 +65,8 @@ def scan_speed(backends: List[str], lengths: List[int], repeats: int = 5,
             def step():
                 with ops.use_backend(backend):
                     out = ops.bidirectional_selective_scan(
-                        **leaves, delta_softplus=True)
+                        **leaves, delta_softplus=True,
+                        average_directions=True)
                     if train:
                         out.sum().backward()
 

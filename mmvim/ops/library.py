@@ -7,16 +7,24 @@ registry picks the backend while Python runs, so ``torch.compile``,
 ``torch.export`` and ``FakeTensorMode`` see one call of one operator per op.
 
 - ``selective_scan_<b>(u, delta, A, B, C, D?, z?, delta_bias?, delta_softplus,
-  reverse_from) -> (y, states)``: B and C grouped ``(b, g, n, l)``; the
-  channels from ``reverse_from`` on (a group boundary, or d) scan from the last
-  token to the first; z is ``(b, d, l)`` or ``(b, d/2, l)``, then shared by
-  channel c and c + d/2. y is in u's dtype and layout
-  (:func:`empty_in_layout_of`); ``states`` is what the backward needs besides
-  the inputs: ``(b, d, chunks, width)`` in the compute dtype, where each
-  backend says how many chunks and how wide (:class:`SavedStates`).
-- ``selective_scan_<b>_backward(..., states, grad_y)``: the gradients of u,
-  delta, A, B, C, D, z, delta_bias, each a new contiguous tensor in its input's
-  shape and dtype (empty where the optional input is absent).
+  reverse_from, average_directions, save_states) -> (y, states)``: B and C
+  grouped ``(b, g, n, l)``; the channels from ``reverse_from`` on (a group
+  boundary, or d) scan from the last token to the first; z is ``(b, d, l)`` or
+  ``(b, d/2, l)``, then shared by channel c and c + d/2. y is in u's dtype and
+  layout (:func:`empty_in_layout_of`), ``(b, d, l)``, or with
+  ``average_directions`` (``reverse_from`` = d/2) ``(b, d/2, l)``: channel c
+  holds (y_c + y_{c + d/2}) / 2, each half rounded to u's dtype first, as the
+  Vim mixer averages its directions (half the output's memory, no separate
+  pass). ``states`` is what the backward needs besides the inputs:
+  ``(b, d, chunks, width)`` in the compute dtype, where each backend says how
+  many chunks and how wide (:class:`SavedStates`); without ``save_states``
+  (nothing will need a gradient) it has no chunks and the forward keeps none.
+- ``selective_scan_<b>_backward(<the forward's arguments up to reverse_from>,
+  states, grad_y)``: the gradients of u, delta, A, B, C, D, z, delta_bias, each
+  a new contiguous tensor in its input's shape and dtype (empty where the
+  optional input is absent). grad_y is ``(b, d, l)`` whatever the forward
+  wrote: the autograd formula gives each direction half an average's
+  gradient.
 - ``causal_conv1d_silu_<b>(x, weight, bias?, reverse_from) -> out``: x
   ``(b, d_in, l)``, weight ``(d_out, k)`` with d_out a multiple of d_in; output
   channel c reads input channel ``c % d_in`` (a Vim layer's two directions are
@@ -38,9 +46,12 @@ NAMESPACE = 'mmvim'
 SCAN_ARGUMENTS = ('Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, '
                   'Tensor? D, Tensor? z, Tensor? delta_bias, '
                   'bool delta_softplus, SymInt reverse_from')
+# The forward's own options, after SCAN_ARGUMENTS (the backward takes none).
+SCAN_OUTPUT_OPTIONS = 'bool average_directions, bool save_states'
 CONV_ARGUMENTS = 'Tensor x, Tensor weight, Tensor? bias, SymInt reverse_from'
 SCHEMAS = {
-    'selective_scan': f'({SCAN_ARGUMENTS}) -> (Tensor, Tensor)',
+    'selective_scan':
+    f'({SCAN_ARGUMENTS}, {SCAN_OUTPUT_OPTIONS}) -> (Tensor, Tensor)',
     'selective_scan_backward':
     f'({SCAN_ARGUMENTS}, Tensor states, Tensor grad_y) -> (Tensor, Tensor, '
     'Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)',
@@ -92,19 +103,47 @@ class SavedStates(NamedTuple):
     chunk_length: Callable[[int], int]
     width: Callable[[int], int] = lambda d_state: d_state
 
-    def shape(self, u: torch.Tensor, A: torch.Tensor):
+    def shape(self, u: torch.Tensor, A: torch.Tensor, save: bool = True):
+        """The states' shape; no chunks where ``save`` is False."""
         batch, channels, length = u.shape
-        chunk = self.chunk_length(length)
+        chunk = self.chunk_length(length) if save else 0
         chunks = 0 if chunk == 0 else (length + chunk - 1) // chunk
         return (batch, channels, chunks, self.width(A.shape[1]))
+
+
+def empty_output(u: torch.Tensor, reverse_from, average_directions: bool):
+    """The forward's y, uninitialised: u's layout, d or (averaged) d/2
+    channels."""
+    return empty_in_layout_of(
+        u, channels=reverse_from if average_directions else None)
+
+
+def average_directions_of(y: torch.Tensor, reverse_from) -> torch.Tensor:
+    """(y[:, :r] + y[:, r:]) / 2 of a full-width y (r = reverse_from =
+    d/2), in y's layout and dtype: what a backend that writes both
+    directions returns for ``average_directions``."""
+    averaged = empty_in_layout_of(y, channels=reverse_from)
+    torch.add(y[:, :reverse_from], y[:, reverse_from:], out=averaged)
+    return averaged.div_(2)
+
+
+def forward_outputs(y: torch.Tensor, states: torch.Tensor, reverse_from,
+                    average_directions: bool, save_states: bool):
+    """A Python backend's (y, states) from its full-width y and the states
+    it saved, as the options ask."""
+    if average_directions:
+        y = average_directions_of(y, reverse_from)
+    if not save_states:
+        states = states.new_empty((*states.shape[:2], 0, states.shape[3]))
+    return y, states
 
 
 def _scan_fake(saved: SavedStates):
 
     def fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-             reverse_from):
-        return (empty_in_layout_of(u),
-                u.new_empty(saved.shape(u, A),
+             reverse_from, average_directions, save_states):
+        return (empty_output(u, reverse_from, average_directions),
+                u.new_empty(saved.shape(u, A, save_states),
                             dtype=compute_dtype(u.dtype)))
 
     return fake
@@ -151,13 +190,23 @@ def _register_scan_autograd(backend: str) -> None:
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(*inputs[:8], output[1])
-        ctx.options = inputs[8:]
+        ctx.options = inputs[8:10]
+        ctx.average_directions, ctx.saved_states = inputs[10:]
 
     def gradients(ctx, grad_y, _grad_states):
         *inputs, states = ctx.saved_tensors
+        if not ctx.saved_states:
+            raise RuntimeError(
+                'selective_scan: the forward ran with save_states=False, '
+                'so it kept nothing for a backward; call it with '
+                'save_states=True where a gradient is needed')
+        if ctx.average_directions:
+            # Each direction contributed half of every averaged value.
+            half = grad_y * 0.5
+            grad_y = torch.cat([half, half], dim=1)
         grads = backward(*inputs, *ctx.options, states, grad_y)
         return (*_gradients_of_given(grads, ctx.needs_input_grad, inputs),
-                None, None)
+                None, None, None, None)
 
     torch.library.register_autograd(
         _qualified(operator_name('selective_scan', backend)), gradients,

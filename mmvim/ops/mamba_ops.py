@@ -69,14 +69,22 @@ def _one_dtype(u, delta, z):
     return [None if t is None else t.to(dtype) for t in (u, delta, z)]
 
 
+def _needs_gradient(tensors) -> bool:
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
 def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-          reverse_from):
+          reverse_from, average_directions=False):
     _, backend = resolve(u.device)
     if B.dim() == 3:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     u_, delta_, z_ = _one_dtype(u, delta, z)
+    # Inference keeps no chunk states (3 MiB a Vim-Ti layer at 1024 px).
+    save_states = _needs_gradient((u, delta, A, B, C, D, z, delta_bias))
     y, _ = backend.selective_scan(u_, delta_, A, B, C, D, z_, delta_bias,
-                                  bool(delta_softplus), reverse_from)
+                                  bool(delta_softplus), reverse_from,
+                                  average_directions, save_states)
     return y.to(u.dtype)
 
 
@@ -97,7 +105,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 
 def bidirectional_selective_scan(u, delta, A, B, C, D=None, z=None,
                                  delta_bias=None,
-                                 delta_softplus=False) -> torch.Tensor:
+                                 delta_softplus=False,
+                                 average_directions=False) -> torch.Tensor:
     """Both directions of a Vim layer in one call, nothing flipped.
 
     As :func:`selective_scan` with B, C grouped (b, g, n, l), g even: the
@@ -105,12 +114,14 @@ def bidirectional_selective_scan(u, delta, A, B, C, D=None, z=None,
     those of the others from the last to the first, each output at its
     token's own position. z (b, d/2, l) gates both halves: the reference
     flips z with x, so in token order both directions see the same gate.
-    Returns (b, d, l).
+    Returns (b, d, l), or with ``average_directions`` the two directions'
+    average (b, d/2, l), which the Vim mixer takes: written by the scan, it
+    costs neither a (b, d, l) output nor a pass of its own.
     """
     check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
                          bidirectional=True)
     return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                 u.shape[1] // 2)
+                 u.shape[1] // 2, bool(average_directions))
 
 
 def _check_conv_arguments(x, weight, bias, directions: int) -> None:

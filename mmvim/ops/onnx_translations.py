@@ -109,8 +109,20 @@ def _recurrence_body(directions: int) -> ir.Graph:
                     name=prefix)
 
 
+def _averaged(y, reverse_from: int, average_directions: bool):
+    """The operator's y from the full-width one: with
+    ``average_directions``, (y[:, :r] + y[:, r:]) / 2 in y's dtype."""
+    if not average_directions:
+        return y
+    halves = op.Split(y, axis=1, num_outputs=2)
+    return op.Div(op.Add(halves[0], halves[1]),
+                  op.CastLike(op.Constant(value_float=2.), y))
+
+
 def _portable_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                   delta_softplus: bool = False, reverse_from: int = 0):
+                   delta_softplus: bool = False, reverse_from: int = 0,
+                   average_directions: bool = False,
+                   save_states: bool = True):
     """The selective scan in standard ONNX operators (see the module
     docstring); float32 state whatever u's dtype."""
     batch, channels, length = (int(s) for s in u.shape)
@@ -168,7 +180,8 @@ def _portable_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         if int(z.shape[1]) != channels:
             gate = op.Concat(gate, gate, axis=1)
         y = op.Mul(y, op.Mul(gate, op.Sigmoid(gate)))
-    return op.Cast(y, to=dtype), _unused_states(u, A)
+    return (_averaged(op.Cast(y, to=dtype), reverse_from, average_directions),
+            _unused_states(u, A))
 
 
 def _portable_conv(x, weight, bias=None, reverse_from: int = 0):
@@ -265,12 +278,15 @@ def register_schemas() -> None:
 
 
 def _custom_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                 delta_softplus: bool = False, reverse_from: int = 0):
-    """One ``mmvim::SelectiveScan`` node (inference: y only)."""
+                 delta_softplus: bool = False, reverse_from: int = 0,
+                 average_directions: bool = False, save_states: bool = True):
+    """One ``mmvim::SelectiveScan`` node (inference: y only), the
+    directions averaged after it in standard operators."""
     y = MMVIM_OPSET.SelectiveScan(u, delta, A, B, C, D, z, delta_bias,
                                   delta_softplus=int(delta_softplus),
                                   reverse_from=int(reverse_from))
-    return y, _unused_states(u, A)
+    return (_averaged(y, int(reverse_from), average_directions),
+            _unused_states(u, A))
 
 
 def _custom_conv(x, weight, bias=None, reverse_from: int = 0):

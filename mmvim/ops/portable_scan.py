@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .flipping import FlippedDirections
-from .library import SavedStates, empty_in_layout_of
+from .library import SavedStates, empty_in_layout_of, forward_outputs
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -244,7 +244,7 @@ def _block_starts(states, block, groups):
 
 
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                 reverse_from):
+                 reverse_from, average_directions, save_states):
     """``mmvim::selective_scan_torch``: (y, each chunk's start state
     (b, d, chunks, n)); the channels from ``reverse_from`` on are scanned on
     flipped copies."""
@@ -252,16 +252,18 @@ def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
     inputs = flipped.inputs(u, delta, A, B, C, D, z, delta_bias)
     blocks = _blocks(inputs[0], inputs[3])
     y = torch.empty_like(inputs[0], memory_format=torch.contiguous_format)
-    states = u.new_empty(PORTABLE_STATES.shape(u, A),
+    states = u.new_empty(PORTABLE_STATES.shape(u, A, save_states),
                          dtype=_compute_dtype(u))
     with torch.autocast(u.device.type, enabled=False):
         for block in blocks:
             y[block.rows, block.channels], starts = _scan_block(
                 *block.inputs(*inputs), delta_softplus)
-            states[block.rows, block.channels] = _block_states(starts)
+            if save_states:
+                states[block.rows, block.channels] = _block_states(starts)
     output = empty_in_layout_of(u)
     output.copy_(flipped.restore(y))
-    return output, states
+    return forward_outputs(output, states, reverse_from, average_directions,
+                           save_states)
 
 
 def scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
@@ -378,7 +380,7 @@ def _sequential(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 
 
 def sequential_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                       reverse_from):
+                       reverse_from, average_directions, save_states):
     """``mmvim::selective_scan_sequential``: y, and no saved states (the
     backward runs the loop again). The ground truth of the other backends'
     outputs."""
@@ -387,8 +389,10 @@ def sequential_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                     delta_softplus)
     output = empty_in_layout_of(u)
     output.copy_(flipped.restore(y))
-    return output, u.new_empty(SEQUENTIAL_STATES.shape(u, A),
-                               dtype=_compute_dtype(u))
+    return forward_outputs(
+        output, u.new_empty(SEQUENTIAL_STATES.shape(u, A),
+                            dtype=_compute_dtype(u)), reverse_from,
+        average_directions, save_states)
 
 
 def sequential_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,

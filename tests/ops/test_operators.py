@@ -7,6 +7,7 @@ import types
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmvim import ops
 from mmvim.ops import library, registry
@@ -54,7 +55,9 @@ def available(backend):
 
 
 def scan_arguments(batch, channels, length, d_state, groups, bidirectional,
-                   dtype, requires_grad=True, seed=0):
+                   dtype, requires_grad=True, seed=0, save_states=True):
+    """The forward operator's arguments; both directions averaged when
+    ``bidirectional``."""
     gen = torch.Generator().manual_seed(seed)
 
     def tensor(*shape, scale=1.):
@@ -73,7 +76,7 @@ def scan_arguments(batch, channels, length, d_state, groups, bidirectional,
     if requires_grad:
         tensors = [t.detach().requires_grad_() for t in tensors]
     reverse_from = channels // 2 if bidirectional else channels
-    return (*tensors, True, reverse_from)
+    return (*tensors, True, reverse_from, bidirectional, save_states)
 
 
 def conv_arguments(batch, channels, length, dtype, channel_last, directions):
@@ -114,10 +117,12 @@ def test_opcheck_scan(backend, shape, dtype):
     arguments = scan_arguments(*shape, dtype)
     torch.library.opcheck(operator('selective_scan', backend), arguments)
     y, states = operator('selective_scan', backend)(*arguments)
+    # The backward takes the full-width gradient, averaged output or not.
     torch.library.opcheck(
         operator('selective_scan', backend, backward=True),
         (*[None if t is None else t.detach() for t in arguments[:8]],
-         *arguments[8:], states, torch.randn_like(y)))
+         *arguments[8:10], states,
+         torch.randn(arguments[0].shape, dtype=y.dtype)))
 
 
 @pytest.mark.parametrize('backend,dtype,channel_last,directions',
@@ -207,7 +212,7 @@ def test_the_cuda_backend_calls_mamba_ssm_inside_its_own_operator(
     arguments = scan_arguments(*shape, torch.float64)
     with ops.use_backend('sequential'):
         expected = ops.bidirectional_selective_scan(
-            *arguments[:8], delta_softplus=True)
+            *arguments[:8], delta_softplus=True, average_directions=True)
     y = cuda.selective_scan(*arguments)[0]
     torch.testing.assert_close(y, expected)
     grads = torch.autograd.grad(y, arguments[:8], y.detach())
@@ -227,3 +232,88 @@ def test_a_mamba_ssm_without_its_compiled_scan_is_unavailable(monkeypatch):
     from mmvim.ops.backends import cuda
     with pytest.raises(ImportError, match='selective_scan_cuda'):
         cuda.check()
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])
+@pytest.mark.parametrize('dtype,channels', [
+    (torch.float32, 32), (torch.bfloat16, 32), (torch.float64, 20)])
+def test_averaged_directions_are_the_halves_mean(backend, dtype, channels):
+    # The same bits as averaging the full output. 32 channels: each half
+    # whole lane tiles on the cpu backend (AVX-512's 16 or AVX2's 8), tiled
+    # alike both ways; float64 takes the row path, here with halves of 10
+    # rows (a tile and a rest).
+    available(backend)
+    shape = (2, channels, 9, 16, 2, True)
+    full = list(scan_arguments(*shape, dtype, requires_grad=False))
+    full[10] = False
+    averaged = scan_arguments(*shape, dtype, requires_grad=False)
+    y_full, _ = operator('selective_scan', backend)(*full)
+    y, _ = operator('selective_scan', backend)(*averaged)
+    half = channels // 2
+    assert y.shape == (2, half, 9) and y.stride() == \
+        library.empty_in_layout_of(averaged[0], channels=half).stride()
+    torch.testing.assert_close(
+        y, torch.add(y_full[:, :half], y_full[:, half:]).div_(2),
+        rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])
+def test_averaged_directions_pass_half_the_gradient_to_each(backend):
+    available(backend)
+    shape = (2, 20, 9, 16, 2, True)
+    full = list(scan_arguments(*shape, torch.float64))
+    full[10] = False
+    averaged = scan_arguments(*shape, torch.float64)
+    half = shape[1] // 2
+    y_full = operator('selective_scan', backend)(*full)[0]
+    y = operator('selective_scan', backend)(*averaged)[0]
+    grad = torch.randn_like(y)
+    expected = torch.autograd.grad((y_full[:, :half] + y_full[:, half:]) / 2,
+                                   full[:8], grad)
+    got = torch.autograd.grad(y, averaged[:8], grad)
+    for want, have in zip(expected, got):
+        torch.testing.assert_close(have, want)
+
+
+class SaveStatesFlags(TorchDispatchMode):
+    """Records the save_states argument of every forward scan call."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        if name.startswith('mmvim::selective_scan') and \
+                not name.endswith('_backward'):
+            self.seen.append(args[11])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])
+def test_inference_keeps_no_states(backend):
+    available(backend)
+    arguments = scan_arguments(1, 16, 130, 16, 2, True, torch.float32,
+                               requires_grad=False, save_states=False)
+    y, states = operator('selective_scan', backend)(*arguments)
+    assert states.shape[2] == 0
+    torch.library.opcheck(operator('selective_scan', backend), arguments)
+    # The public op saves states exactly when a gradient may be taken.
+    seen = []
+    with ops.use_backend(backend), SaveStatesFlags(seen):
+        ops.bidirectional_selective_scan(*arguments[:8], delta_softplus=True)
+        inputs = [t if t is None else t.requires_grad_() for t in
+                  arguments[:8]]
+        ops.bidirectional_selective_scan(*inputs, delta_softplus=True)
+        with torch.no_grad():
+            ops.bidirectional_selective_scan(*inputs, delta_softplus=True)
+    assert seen == [False, True, False]
+
+
+def test_a_backward_without_saved_states_is_refused():
+    available('torch')
+    arguments = scan_arguments(1, 4, 3, 2, 2, True, torch.float32,
+                               save_states=False)
+    y, _ = operator('selective_scan', 'torch')(*arguments)
+    with pytest.raises(RuntimeError, match='save_states=False'):
+        y.sum().backward()

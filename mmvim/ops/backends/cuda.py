@@ -13,7 +13,7 @@ import importlib
 
 from ..flipping import FlippedDirections
 from ..library import (SavedStates, conv_operator, define_scan_operators,
-                       empty_in_layout_of, scan_operator)
+                       empty_in_layout_of, forward_outputs, scan_operator)
 from . import portable  # noqa: F401 - defines the portable conv operators
 
 # mamba-ssm saves the (a, b) pair of every state at the end of each chunk of
@@ -55,13 +55,14 @@ def _forward_arguments(u, delta, A, B, C, D, z, delta_bias, reverse_from):
 
 
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                 reverse_from):
+                 reverse_from, average_directions, save_states):
     flipped, arguments = _forward_arguments(u, delta, A, B, C, D, z,
                                             delta_bias, reverse_from)
     out, states, *gated = _kernels().fwd(*arguments, delta_softplus)
     y = empty_in_layout_of(u)
     y.copy_(flipped.restore(gated[0] if z is not None else out))
-    return y, states
+    return forward_outputs(y, states, reverse_from, average_directions,
+                           save_states)
 
 
 def scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,

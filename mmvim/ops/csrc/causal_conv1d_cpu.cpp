@@ -261,14 +261,6 @@ ConvWeights prepare(const char* op, const Tensor& x, const Tensor& weight,
   return {contiguous_as(weight, compute), contiguous_as(bias, compute)};
 }
 
-// A (b, d_out, l) tensor in x's layout for d_out output channels.
-Tensor empty_output(const Tensor& x, int64_t d_out, ScalarType dtype) {
-  const int64_t batch = x.size(0), length = x.size(2);
-  if (!is_channel_last(x)) return torch::stable::new_empty(x, {batch, d_out, length}, dtype);
-  return torch::stable::transpose(torch::stable::new_empty(x, {batch, length, d_out}, dtype), 1,
-                                  2);
-}
-
 template <typename scalar_t, typename acc_t>
 void forward_rows(const ConvRows<scalar_t, acc_t>& rows, int64_t batch,
                   const ConvOut<scalar_t>& out) {
@@ -330,7 +322,7 @@ Tensor causal_conv1d_silu_cpu(Tensor x, Tensor weight, std::optional<Tensor> bia
   const auto w = prepare("causal_conv1d_silu_cpu", x, weight, bias);
   const bool channel_last = is_channel_last(x);
   const int64_t d_out = weight.size(0), width = weight.size(1);
-  Tensor out = empty_output(x, d_out, x.scalar_type());
+  Tensor out = empty_in_layout_of(x, x.scalar_type(), d_out);
   MMVIM_DISPATCH_FLOATING(x.scalar_type(), "causal_conv1d_silu_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     const ConvOut<scalar_t> all(out);
@@ -361,7 +353,7 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_silu_cpu_backward(Tensor x, Ten
   const int64_t d_out = weight.size(0), width = weight.size(1);
   const bool channel_last = is_channel_last(x);
   const bool folded = d_out != d_in;
-  Tensor grad_rows = empty_output(x, d_out, folded ? compute : x.scalar_type());
+  Tensor grad_rows = empty_in_layout_of(x, folded ? compute : x.scalar_type(), d_out);
   Tensor grad_weight = torch::stable::new_empty(x, {batch, d_out, width}, compute);
   Tensor grad_bias = torch::stable::new_empty(x, {batch, d_out, 1}, compute);
   MMVIM_DISPATCH_FLOATING(x.scalar_type(), "causal_conv1d_silu_cpu_backward", [&] {

@@ -8,13 +8,16 @@
 
 namespace mmvim {
 
-// (y, states): y in u's dtype and layout; states (b, d, chunks, n), the
-// state at the start of every 64-token chunk, in the compute dtype.
+// (y, states): y in u's dtype and layout, (b, d, l) or with
+// average_directions the directions' average (b, d/2, l); states
+// (b, d, chunks, n), the state at the start of every 64-token chunk, in the
+// compute dtype (no chunks without save_states).
 std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, Tensor B,
                                               Tensor C, std::optional<Tensor> D,
                                               std::optional<Tensor> z,
                                               std::optional<Tensor> delta_bias,
-                                              bool delta_softplus, int64_t reverse_from);
+                                              bool delta_softplus, int64_t reverse_from,
+                                              bool average_directions, bool save_states);
 
 // Every input's gradient, contiguous, in its dtype and shape (empty for an
 // absent optional input).

@@ -14,8 +14,11 @@
 // tokens at a time, vectorised over the tokens.
 //
 // Rows from `reverse_from` on scan from the last token to the first: the index
-// is mirrored, nothing is copied. The forward saves the state at the start of
-// every chunk of kChunk tokens; the backward recomputes each chunk's states
+// is mirrored, nothing is copied. With averaged directions (reverse_from =
+// d/2) channel c and c + d/2 write one output row: the task that scans c
+// writes it, then scans c + d/2 and averages into it. The forward saves the
+// state at the start of every chunk of kChunk tokens (unless told no
+// gradient will be taken); the backward recomputes each chunk's states
 // from there (kChunk x d_state floats, in L1) and walks it backwards, so no
 // (batch, channels, length, d_state) tensor ever exists.
 #ifdef __AVX__
@@ -170,7 +173,11 @@ struct ScanInputs {
   Rows<scalar_t> u, delta, z;
   const acc_t *A, *Bt, *Ct, *D, *bias;  // D, bias may be null
   bool softplus, has_z;
+  bool average;  // channels from reverse_from on average into row c - reverse_from
   int64_t batch, channels, length, n_state, groups, reverse_from, num_chunks;
+
+  // Whether row c averages into an output row the other direction wrote.
+  bool averages(int64_t c) const { return average && c >= reverse_from; }
 
   int64_t token(int64_t step, int64_t c) const {
     return c >= reverse_from ? length - 1 - step : step;
@@ -183,6 +190,15 @@ struct ScanInputs {
     return Ct + (b * groups + group(c)) * length * n_state;
   }
 };
+
+// (a + b) / 2 of two outputs in their dtype, rounded as torch's add and
+// division of two such tensors round: the sum, then the half.
+template <typename scalar_t>
+inline scalar_t average_of(scalar_t a, scalar_t b) {
+  using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+  const scalar_t sum = static_cast<scalar_t>(static_cast<acc_t>(a) + static_cast<acc_t>(b));
+  return static_cast<scalar_t>(static_cast<acc_t>(sum) * acc_t(0.5));
+}
 
 // The per-token scalars of one chunk of a row, in step order.
 template <typename acc_t>
@@ -306,8 +322,11 @@ void forward_chunk(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, 
     for (int64_t j = 0; j < len; ++j) y[j] *= s.z[j] * sigmoid(s.z[j]);
   }
   scalar_t* out_row = out.row(b, c);
-  for (int64_t j = 0; j < len; ++j)
-    out_row[in.token(first + j, c) * out.token_stride] = static_cast<scalar_t>(y[j]);
+  for (int64_t j = 0; j < len; ++j) {
+    scalar_t& dst = out_row[in.token(first + j, c) * out.token_stride];
+    dst = in.averages(c) ? average_of(dst, static_cast<scalar_t>(y[j]))
+                         : static_cast<scalar_t>(y[j]);
+  }
 }
 
 // The forward of a tile of kLanes channels side by side, one channel per
@@ -422,6 +441,29 @@ struct TileRows {
     for (int64_t r = 0; r < kLanes; ++r) dst[r * channel_stride] = static_cast<T>(v[r]);
   }
 };
+
+// A lane vector rounded to scalar_t and back (the value a store then a load
+// would give).
+template <typename scalar_t>
+inline LaneFloats rounded_to(LaneFloats v) {
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    return v;
+  } else if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) {
+    c10::BFloat16 narrow[kLanes];
+    lanes_to_bf16(v, narrow);
+    return bf16_to_lanes(narrow);
+  } else {
+    for (int64_t r = 0; r < kLanes; ++r) v[r] = static_cast<float>(static_cast<scalar_t>(v[r]));
+    return v;
+  }
+}
+
+// average_of for lanes: `written` (the other direction's stored output, read
+// back) and this direction's unrounded y.
+template <typename scalar_t>
+inline LaneFloats average_lanes(LaneFloats written, LaneFloats y) {
+  return rounded_to<scalar_t>(written + rounded_to<scalar_t>(y)) * 0.5f;
+}
 
 // The values of one (b, d, l) input for kLanes rows and a chunk of tokens,
 // lane-interleaved: dst[j * kLanes + r] is row first + r at step first_step + j.
@@ -569,16 +611,20 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
                                token_step, tile.h.data(), s.y);
   // The gate, read from z as the output is written: one pass over the chunk.
   const TileRows<scalar_t> out_rows(out, b, first);
+  const bool averages = in.averages(first);
+  const auto write = [&](int64_t t, LaneFloats y) {
+    out_rows.store(t, averages ? average_lanes<scalar_t>(out_rows.at(t), y) : y);
+  };
   if (in.has_z) {
     const TileRows<const scalar_t> z_rows(in.z, b, first);
     for (int64_t j = 0; j < len; ++j) {
       const int64_t t = token0 + j * token_step;
       const LaneFloats z = z_rows.at(t);
-      out_rows.store(t, load_lanes(s.y + j * kLanes) * (z * sigmoid_lanes(z)));
+      write(t, load_lanes(s.y + j * kLanes) * (z * sigmoid_lanes(z)));
     }
   } else {
     for (int64_t j = 0; j < len; ++j)
-      out_rows.store(token0 + j * token_step, load_lanes(s.y + j * kLanes));
+      write(token0 + j * token_step, load_lanes(s.y + j * kLanes));
   }
 }
 
@@ -830,7 +876,7 @@ ScanInputs<scalar_t, acc_t> make_inputs(const Tensor& u, const Tensor& delta, co
                                         const std::optional<Tensor>& D,
                                         const std::optional<Tensor>& z,
                                         const std::optional<Tensor>& bias, bool softplus,
-                                        int64_t reverse_from) {
+                                        int64_t reverse_from, bool average = false) {
   ScanInputs<scalar_t, acc_t> in;
   in.u = Rows<scalar_t>(u);
   in.delta = Rows<scalar_t>(delta);
@@ -848,6 +894,7 @@ ScanInputs<scalar_t, acc_t> make_inputs(const Tensor& u, const Tensor& delta, co
   in.n_state = A.size(1);
   in.groups = Bt.size(1);
   in.reverse_from = reverse_from;
+  in.average = average;
   in.num_chunks = (in.length + kChunk - 1) / kChunk;
   return in;
 }
@@ -863,11 +910,21 @@ constexpr int64_t kTile = kLanes;
 // which left the forward waiting on memory.
 constexpr int64_t kTilesPerTask = 64 / kLanes;
 
+// The forward's channel ranges, each tiled from its start: all channels, or
+// with averaged directions the two halves, whose blocks a task takes in
+// pairs, the forward half first (it writes the rows the backward half then
+// averages into).
+struct ForwardSegments {
+  int64_t count, length;
+};
+
 template <typename scalar_t, typename acc_t, int kN>
 void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>& out,
                  acc_t* states) {
   const int64_t N = in.n_state;
-  const int64_t tiles = (in.channels + kTile - 1) / kTile;
+  const ForwardSegments segments =
+      in.average ? ForwardSegments{2, in.reverse_from} : ForwardSegments{1, in.channels};
+  const int64_t tiles = (segments.length + kTile - 1) / kTile;
   const int64_t blocks = (tiles + kTilesPerTask - 1) / kTilesPerTask;
   torch::stable::parallel_for(0, in.batch * blocks, 1, [&](int64_t begin, int64_t end) {
     ChunkScalars<acc_t> scalars;
@@ -878,30 +935,35 @@ void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>&
       const int64_t b = task / blocks;
       const int64_t first_tile = (task % blocks) * kTilesPerTask;
       const int64_t end_tile = std::min(tiles, first_tile + kTilesPerTask);
-      std::vector<int64_t> row_tiles;
-      if constexpr (std::is_same<acc_t, float>::value) {
-        std::vector<LaneTile> lanes;
-        for (int64_t tile = first_tile; tile < end_tile; ++tile) {
-          if (lane_tile(in, tile * kTile))
-            lanes.push_back(make_lane_tile(in, b, tile * kTile));
-          else
-            row_tiles.push_back(tile);
+      for (int64_t segment = 0; segment < segments.count; ++segment) {
+        const int64_t offset = segment * segments.length;
+        const int64_t segment_end = offset + segments.length;
+        std::vector<int64_t> row_tiles;  // their first channels
+        if constexpr (std::is_same<acc_t, float>::value) {
+          std::vector<LaneTile> lanes;
+          for (int64_t tile = first_tile; tile < end_tile; ++tile) {
+            const int64_t first = offset + tile * kTile;
+            if (first + kTile <= segment_end && lane_tile(in, first))
+              lanes.push_back(make_lane_tile(in, b, first));
+            else
+              row_tiles.push_back(first);
+          }
+          for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
+            for (auto& lane : lanes)
+              forward_lane_chunk<scalar_t, kN>(in, b, chunk, lane, out, states, *lane_scratch);
+        } else {
+          for (int64_t tile = first_tile; tile < end_tile; ++tile)
+            row_tiles.push_back(offset + tile * kTile);
         }
-        for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
-          for (auto& lane : lanes)
-            forward_lane_chunk<scalar_t, kN>(in, b, chunk, lane, out, states, *lane_scratch);
-      } else {
-        for (int64_t tile = first_tile; tile < end_tile; ++tile) row_tiles.push_back(tile);
-      }
-      for (const int64_t tile : row_tiles) {
-        const int64_t first = tile * kTile;
-        const int64_t rows = std::min(kTile, in.channels - first);
-        std::fill(h.begin(), h.end(), acc_t(0));
-        for (int64_t i = 0; i < rows * N; ++i) A2[i] = in.A[first * N + i] * acc_t(kLog2e);
-        for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
-          for (int64_t r = 0; r < rows; ++r)
-            forward_chunk<scalar_t, acc_t, kN>(in, b, first + r, chunk, h.data() + r * N,
-                                               A2.data() + r * N, out, states, scalars);
+        for (const int64_t first : row_tiles) {
+          const int64_t rows = std::min(kTile, segment_end - first);
+          std::fill(h.begin(), h.end(), acc_t(0));
+          for (int64_t i = 0; i < rows * N; ++i) A2[i] = in.A[first * N + i] * acc_t(kLog2e);
+          for (int64_t chunk = 0; chunk < in.num_chunks; ++chunk)
+            for (int64_t r = 0; r < rows; ++r)
+              forward_chunk<scalar_t, acc_t, kN>(in, b, first + r, chunk, h.data() + r * N,
+                                                 A2.data() + r * N, out, states, scalars);
+        }
       }
     }
   });
@@ -1034,23 +1096,29 @@ std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, 
                                               Tensor C, std::optional<Tensor> D,
                                               std::optional<Tensor> z,
                                               std::optional<Tensor> delta_bias,
-                                              bool delta_softplus, int64_t reverse_from) {
+                                              bool delta_softplus, int64_t reverse_from,
+                                              bool average_directions, bool save_states) {
   const auto p = prepare("selective_scan_cpu", u, delta, A, B, C, D, z, delta_bias);
-  // y takes u's layout when u is channel-last (the mixer's): the sum of the
-  // directions and out_proj then read it without a transpose.
-  Tensor out = empty_in_layout_of(u, u.scalar_type());
-  const int64_t num_chunks = (u.size(2) + kChunk - 1) / kChunk;
+  STD_TORCH_CHECK(!average_directions || 2 * reverse_from == u.size(1),
+                  "mmvim::selective_scan_cpu: average_directions needs reverse_from = d/2 (",
+                  u.size(1) / 2, "), got ", reverse_from);
+  // y takes u's layout when u is channel-last (the mixer's): out_proj then
+  // reads it without a transpose.
+  Tensor out = empty_in_layout_of(u, u.scalar_type(),
+                                  average_directions ? reverse_from : u.size(1));
+  const int64_t num_chunks = save_states ? (u.size(2) + kChunk - 1) / kChunk : 0;
   Tensor states =
       torch::stable::new_empty(u, {u.size(0), u.size(1), num_chunks, A.size(1)},
                                compute_dtype(u.scalar_type()));
   MMVIM_DISPATCH_FLOATING(u.scalar_type(), "selective_scan_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     auto in = make_inputs<scalar_t, acc_t>(u, delta, p.A, p.Bt, p.Ct, p.D, z, p.bias,
-                                           delta_softplus, reverse_from);
+                                           delta_softplus, reverse_from, average_directions);
+    acc_t* saved = save_states ? data_of<acc_t>(states) : nullptr;
     if (in.n_state == 16)
-      forward_all<scalar_t, acc_t, 16>(in, OutRows<scalar_t>(out), data_of<acc_t>(states));
+      forward_all<scalar_t, acc_t, 16>(in, OutRows<scalar_t>(out), saved);
     else
-      forward_all<scalar_t, acc_t, 0>(in, OutRows<scalar_t>(out), data_of<acc_t>(states));
+      forward_all<scalar_t, acc_t, 0>(in, OutRows<scalar_t>(out), saved);
   });
   return {out, states};
 }

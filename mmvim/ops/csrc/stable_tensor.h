@@ -49,12 +49,14 @@ inline void check_cpu(const Tensor& t, const char* op, const char* name) {
 // the kernels read token by token as runs of adjacent channels.
 inline bool is_channel_last(const Tensor& t) { return t.stride(1) == 1 && t.size(1) > 1; }
 
-// A new (batch, channels, length) tensor shaped like t in `dtype`:
-// channel-last ((b, l, d) memory) when t is, so the next op reads it without
-// a transpose; else contiguous. mmvim.ops.library.empty_in_layout_of states
-// the same rule for the operators' fake implementations.
-inline Tensor empty_in_layout_of(const Tensor& t, ScalarType dtype) {
-  const int64_t batch = t.size(0), channels = t.size(1), length = t.size(2);
+// A new (batch, channels, length) tensor laid out like t in `dtype` (channels:
+// t's unless given): channel-last ((b, l, d) memory) when t is, so the next op
+// reads it without a transpose; else contiguous.
+// mmvim.ops.library.empty_in_layout_of states the same rule for the
+// operators' fake implementations.
+inline Tensor empty_in_layout_of(const Tensor& t, ScalarType dtype, int64_t channels = -1) {
+  const int64_t batch = t.size(0), length = t.size(2);
+  if (channels < 0) channels = t.size(1);
   if (!is_channel_last(t)) return torch::stable::new_empty(t, {batch, channels, length}, dtype);
   return torch::stable::transpose(torch::stable::new_empty(t, {batch, length, channels}, dtype),
                                   1, 2);
