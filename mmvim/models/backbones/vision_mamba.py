@@ -474,17 +474,9 @@ class VisionMamba(BaseModule):
                 f'got shape {tuple(x.shape)}.')
         if x.shape[0] == 0:
             raise ValueError('VisionMamba got an empty batch (0 images).')
-        dtype = self.pos_embed.dtype
         grid = self.grid_for(x.shape[-2:])
-        tokens = self.patch_embed(x.to(dtype)).flatten(2).transpose(1, 2)
         cls_index = grid[0] * grid[1] // 2
-        if self.with_cls_token:
-            tokens = torch.cat([
-                tokens[:, :cls_index],
-                self.cls_token.expand(tokens.shape[0], -1, -1),
-                tokens[:, cls_index:]
-            ], dim=1)
-        stream = (tokens + self._pos_embed_for(grid)).float()
+        stream = self._embed(x, grid, cls_index)
         outs = []
         for index, layer in enumerate(self.layers):
             if self.with_cp and self.training and stream.requires_grad:
@@ -492,13 +484,34 @@ class VisionMamba(BaseModule):
                     layer, stream, use_reentrant=False)
             else:
                 stream, hidden = layer(stream)
-            if index not in self.out_indices:
-                continue
-            out = stream if self.feature_source == 'stream' else hidden
-            if self.final_norm and index == self.num_layers - 1:
-                out = self.norm_f(out)
-            outs.append(self._format(out.to(dtype), grid, cls_index))
+            if index in self.out_indices:
+                outs.append(self._output(index, stream, hidden, grid,
+                                         cls_index))
+            # Not kept alive through the next layer (where inference peaks).
+            del hidden
         return tuple(outs)
+
+    def _embed(self, x, grid, cls_index):
+        """The float32 token stream the first block reads: patches, the
+        class token and the position embedding (their temporaries freed on
+        return)."""
+        tokens = self.patch_embed(x.to(self.pos_embed.dtype)).flatten(
+            2).transpose(1, 2)
+        if self.with_cls_token:
+            tokens = torch.cat([
+                tokens[:, :cls_index],
+                self.cls_token.expand(tokens.shape[0], -1, -1),
+                tokens[:, cls_index:]
+            ], dim=1)
+        return (tokens + self._pos_embed_for(grid)).float()
+
+    def _output(self, index, stream, hidden, grid, cls_index):
+        """Block ``index``'s feature as ``out_type`` asks, in the weights'
+        dtype."""
+        out = stream if self.feature_source == 'stream' else hidden
+        if self.final_norm and index == self.num_layers - 1:
+            out = self.norm_f(out)
+        return self._format(out.to(self.pos_embed.dtype), grid, cls_index)
 
     def _format(self, tokens, grid, cls_index):
         if self.out_type == 'cls_token':

@@ -30,8 +30,9 @@ class BiMambaMixer(nn.Module):
         fuse_directions: run both directions through one scan call
             (:func:`mmvim.ops.bidirectional_selective_scan`: channels
             stacked, B/C grouped per direction, the backward direction read
-            in reverse) instead of the reference's flip-scan-flip per
-            direction; same result, half the launches, no flipped copies.
+            in reverse, their average written by the scan) instead of the
+            reference's flip-scan-flip per direction; same result, half the
+            launches, no flipped copies, no (b, l, 2d) output.
     """
 
     def __init__(self,
@@ -128,7 +129,7 @@ class BiMambaMixer(nn.Module):
         """Both directions in one conv call and one scan call, nothing
         flipped or concatenated: the backward direction's conv looks ahead
         and the scan walks its channels from the last token to the first.
-        Returns the two directions' outputs token-major, (b, l, d) each."""
+        Returns the directions' average token-major, (b, l, d)."""
         convs = [getattr(self, f'conv1d{s}') for s in DIRECTIONS]
         # u (b, 2d, l), channel-last like x: the conv writes both directions
         # into one tensor, which x_proj and the scan read as it is. x is the
@@ -137,14 +138,21 @@ class BiMambaMixer(nn.Module):
             F.linear(hidden, x_weight).transpose(1, 2),
             torch.cat([conv.weight[:, 0] for conv in convs]),
             torch.cat([conv.bias for conv in convs]))
-        deltas, Bs, Cs = zip(*[
-            self._project(u_dir, suffix)
-            for u_dir, suffix in zip(u.chunk(2, dim=1), DIRECTIONS)
-        ])
-        # Each direction's delta is freed once both are in one tensor: two
-        # (b, l, d) buffers fewer while the scan runs.
-        delta = torch.cat(deltas, dim=-1).transpose(1, 2)
-        del deltas
+        # Both directions' deltas in one (b, l, 2d) tensor, each copied into
+        # its half as soon as it is made: one (b, l, d) product alive beside
+        # it at a time, not both and their concatenation.
+        delta, Bs, Cs = None, [], []
+        for half, (u_dir, suffix) in enumerate(zip(u.chunk(2, dim=1),
+                                                   DIRECTIONS)):
+            delta_dir, B, C = self._project(u_dir, suffix)
+            width = delta_dir.shape[2]
+            if delta is None:
+                delta = delta_dir.new_empty(*delta_dir.shape[:2], 2 * width)
+            delta.narrow(-1, half * width, width).copy_(delta_dir)
+            del delta_dir
+            Bs.append(B)
+            Cs.append(C)
+        delta = delta.transpose(1, 2)
         A, D, dt_bias = self._ssm_parameters(DIRECTIONS)
         # B, C (b, 2, n, l) as views of token-major (b, 2, l, n) stacks: the
         # layout the compiled scan reads, so it copies nothing more.
@@ -152,8 +160,8 @@ class BiMambaMixer(nn.Module):
             u, delta, A,
             torch.stack(Bs, dim=1).transpose(-1, -2),
             torch.stack(Cs, dim=1).transpose(-1, -2), D, z, dt_bias,
-            delta_softplus=True)
-        return y.transpose(1, 2).chunk(2, dim=-1)
+            delta_softplus=True, average_directions=True)
+        return y.transpose(1, 2)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (b, l, D) -> (b, l, D)."""
@@ -162,15 +170,15 @@ class BiMambaMixer(nn.Module):
         x_weight, z_weight = self.in_proj.weight.chunk(2)
         z = F.linear(hidden, z_weight).transpose(1, 2)
         if self.fuse_directions:
-            y_fwd, y_bwd = self._scan_both_directions(hidden, x_weight, z)
-        else:
-            x = F.linear(hidden, x_weight).transpose(1, 2)
-            y_fwd = self._scan_one_direction(x, z, DIRECTIONS[0])
-            y_bwd = self._scan_one_direction(x.flip(-1), z.flip(-1),
-                                             DIRECTIONS[1]).flip(-1)
-            y_fwd, y_bwd = y_fwd.transpose(1, 2), y_bwd.transpose(1, 2)
+            return self.out_proj(
+                self._scan_both_directions(hidden, x_weight, z))
+        x = F.linear(hidden, x_weight).transpose(1, 2)
+        y_fwd = self._scan_one_direction(x, z, DIRECTIONS[0])
+        y_bwd = self._scan_one_direction(x.flip(-1), z.flip(-1),
+                                         DIRECTIONS[1]).flip(-1)
         # Token-major (b, l, d) operands: the average comes out contiguous
-        # for out_proj, in eager and in Inductor's kernels alike; halved in
-        # place, one such buffer instead of two (the sum's backward needs
-        # neither operand nor result, so autograd allows it).
-        return self.out_proj(torch.add(y_fwd, y_bwd).div_(2))
+        # for out_proj; halved in place, one such buffer instead of two (the
+        # sum's backward needs neither operand nor result, so autograd
+        # allows it).
+        return self.out_proj(
+            torch.add(y_fwd.transpose(1, 2), y_bwd.transpose(1, 2)).div_(2))
