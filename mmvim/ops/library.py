@@ -7,9 +7,14 @@ registry picks the backend while Python runs, so ``torch.compile``,
 ``torch.export`` and ``FakeTensorMode`` see one call of one operator per op.
 
 - ``selective_scan_<b>(u, delta, A, B, C, D?, z?, delta_bias?, delta_softplus,
-  reverse_from, average_directions, save_states) -> (y, states)``: B and C
-  grouped ``(b, g, n, l)``; the channels from ``reverse_from`` on (a group
-  boundary, or d) scan from the last token to the first; z is ``(b, d, l)`` or
+  reverse_from, delta_weight?, average_directions, save_states) -> (y,
+  states)``: B and C grouped ``(b, g, n, l)``; delta ``(b, d, l)``, or with
+  ``delta_weight`` ``(d, r)`` its low-rank factor ``(b, g, r, l)`` grouped as
+  B and C, delta = delta_weight @ (its group's rows) (:func:`full_delta`: a
+  Mamba layer's dt_proj inside the scan, which then never stores a
+  ``(b, d, l)`` delta, nor does the forward save one for the backward); the
+  channels from ``reverse_from`` on (a group boundary, or d) scan from the
+  last token to the first; z is ``(b, d, l)`` or
   ``(b, d/2, l)``, then shared by channel c and c + d/2. y is in u's dtype and
   layout (:func:`empty_in_layout_of`), ``(b, d, l)``, or with
   ``average_directions`` (``reverse_from`` = d/2) ``(b, d/2, l)``: channel c
@@ -22,9 +27,10 @@ registry picks the backend while Python runs, so ``torch.compile``,
 - ``selective_scan_<b>_backward(<the forward's arguments up to reverse_from>,
   states, grad_y)``: the gradients of u, delta, A, B, C, D, z, delta_bias, each
   a new contiguous tensor in its input's shape and dtype (empty where the
-  optional input is absent). grad_y is ``(b, d, l)`` whatever the forward
-  wrote: the autograd formula gives each direction half an average's
-  gradient.
+  optional input is absent). It takes the full delta and grad_y ``(b, d, l)``
+  whatever the forward was given and wrote: the autograd formula expands a
+  low-rank delta for it and projects delta's gradient back onto the factor
+  and the weight, and gives each direction half an average's gradient.
 - ``causal_conv1d_silu_<b>(x, weight, bias?, reverse_from) -> out``: x
   ``(b, d_in, l)``, weight ``(d_out, k)`` with d_out a multiple of d_in; output
   channel c reads input channel ``c % d_in`` (a Vim layer's two directions are
@@ -46,12 +52,13 @@ NAMESPACE = 'mmvim'
 SCAN_ARGUMENTS = ('Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, '
                   'Tensor? D, Tensor? z, Tensor? delta_bias, '
                   'bool delta_softplus, SymInt reverse_from')
-# The forward's own options, after SCAN_ARGUMENTS (the backward takes none).
-SCAN_OUTPUT_OPTIONS = 'bool average_directions, bool save_states'
+# The forward's own arguments, after SCAN_ARGUMENTS (the backward takes none).
+SCAN_FORWARD_OPTIONS = ('Tensor? delta_weight, bool average_directions, '
+                        'bool save_states')
 CONV_ARGUMENTS = 'Tensor x, Tensor weight, Tensor? bias, SymInt reverse_from'
 SCHEMAS = {
     'selective_scan':
-    f'({SCAN_ARGUMENTS}, {SCAN_OUTPUT_OPTIONS}) -> (Tensor, Tensor)',
+    f'({SCAN_ARGUMENTS}, {SCAN_FORWARD_OPTIONS}) -> (Tensor, Tensor)',
     'selective_scan_backward':
     f'({SCAN_ARGUMENTS}, Tensor states, Tensor grad_y) -> (Tensor, Tensor, '
     'Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)',
@@ -111,6 +118,32 @@ class SavedStates(NamedTuple):
         return (batch, channels, chunks, self.width(A.shape[1]))
 
 
+def full_delta(delta: torch.Tensor, delta_weight: Optional[torch.Tensor],
+               channels: int) -> torch.Tensor:
+    """delta (b, d, l) from the operator's argument: itself, or from its
+    low-rank factor (b, g, r, l) and ``delta_weight`` (d, r), channel c of
+    group k the product of its weight row and group k's factor."""
+    if delta_weight is None:
+        return delta
+    batch, groups, rank, length = delta.shape
+    weight = delta_weight.to(delta.dtype).view(groups, channels // groups,
+                                               rank)
+    return torch.matmul(weight, delta).view(batch, channels, length)
+
+
+def low_rank_delta_gradients(grad_delta: torch.Tensor, delta: torch.Tensor,
+                             delta_weight: torch.Tensor):
+    """The gradients of :func:`full_delta`'s factor and weight from the
+    full delta's (b, d, l)."""
+    batch, groups, rank, length = delta.shape
+    grad = grad_delta.view(batch, groups, -1, length)
+    weight = delta_weight.to(grad.dtype).view(groups, -1, rank)
+    grad_factor = torch.matmul(weight.transpose(-1, -2), grad)
+    grad_weight = torch.matmul(grad, delta.to(grad.dtype).transpose(
+        -1, -2)).sum(0).view(delta_weight.shape)
+    return grad_factor.to(delta.dtype), grad_weight.to(delta_weight.dtype)
+
+
 def empty_output(u: torch.Tensor, reverse_from, average_directions: bool):
     """The forward's y, uninitialised: u's layout, d or (averaged) d/2
     channels."""
@@ -141,7 +174,7 @@ def forward_outputs(y: torch.Tensor, states: torch.Tensor, reverse_from,
 def _scan_fake(saved: SavedStates):
 
     def fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-             reverse_from, average_directions, save_states):
+             reverse_from, delta_weight, average_directions, save_states):
         return (empty_output(u, reverse_from, average_directions),
                 u.new_empty(saved.shape(u, A, save_states),
                             dtype=compute_dtype(u.dtype)))
@@ -189,12 +222,12 @@ def _register_scan_autograd(backend: str) -> None:
 
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(*inputs[:8], output[1])
+        ctx.save_for_backward(*inputs[:8], inputs[10], output[1])
         ctx.options = inputs[8:10]
-        ctx.average_directions, ctx.saved_states = inputs[10:]
+        ctx.average_directions, ctx.saved_states = inputs[11:]
 
     def gradients(ctx, grad_y, _grad_states):
-        *inputs, states = ctx.saved_tensors
+        *inputs, delta_weight, states = ctx.saved_tensors
         if not ctx.saved_states:
             raise RuntimeError(
                 'selective_scan: the forward ran with save_states=False, '
@@ -204,9 +237,20 @@ def _register_scan_autograd(backend: str) -> None:
             # Each direction contributed half of every averaged value.
             half = grad_y * 0.5
             grad_y = torch.cat([half, half], dim=1)
-        grads = backward(*inputs, *ctx.options, states, grad_y)
-        return (*_gradients_of_given(grads, ctx.needs_input_grad, inputs),
-                None, None, None, None)
+        delta = inputs[1]
+        grads = list(backward(inputs[0],
+                              full_delta(delta, delta_weight,
+                                         inputs[0].shape[1]),
+                              *inputs[2:], *ctx.options, states, grad_y))
+        grad_weight = None
+        if delta_weight is not None:
+            grads[1], grad_weight = low_rank_delta_gradients(
+                grads[1], delta, delta_weight)
+        inputs.append(delta_weight)
+        grads = _gradients_of_given(
+            (*grads, grad_weight),
+            (*ctx.needs_input_grad[:8], ctx.needs_input_grad[10]), inputs)
+        return (*grads[:8], None, None, grads[8], None, None)
 
     torch.library.register_autograd(
         _qualified(operator_name('selective_scan', backend)), gradients,

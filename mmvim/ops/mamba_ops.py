@@ -21,12 +21,13 @@ def _shape_error(name: str, tensor: torch.Tensor, expected: str):
 
 
 def check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
-                         bidirectional: bool = False) -> None:
+                         bidirectional: bool = False,
+                         delta_weight=None) -> None:
     """Raise a ValueError naming the argument whose shape does not fit."""
     if u.dim() != 3 or 0 in u.shape:
         raise _shape_error('u', u, '(batch, channels, length), none empty')
     batch, channels, length = u.shape
-    if delta.shape != u.shape:
+    if delta_weight is None and delta.shape != u.shape:
         raise _shape_error('delta', delta, f'u\'s {tuple(u.shape)}')
     if A.dim() != 2 or A.shape[0] != channels or A.shape[1] == 0:
         raise _shape_error('A', A, f'({channels}, d_state > 0)')
@@ -45,6 +46,16 @@ def check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
         raise _shape_error('B', B, expected)
     if C.shape != B.shape:
         raise _shape_error('C', C, f'B\'s {tuple(B.shape)}')
+    if delta_weight is not None:
+        if delta_weight.dim() != 2 or delta_weight.shape[0] != channels or \
+                delta_weight.shape[1] == 0:
+            raise _shape_error('delta_weight', delta_weight,
+                               f'({channels}, rank > 0)')
+        rank = delta_weight.shape[1]
+        if tuple(delta.shape) != (*B.shape[:-2], rank, length):
+            raise _shape_error(
+                'delta', delta, f'{(*B.shape[:-2], rank, length)}: the '
+                'low-rank factor, grouped as B, of delta_weight\'s rank')
     for name, vector in (('D', D), ('delta_bias', delta_bias)):
         if vector is not None and tuple(vector.shape) != (channels, ):
             raise _shape_error(name, vector, f'({channels},)')
@@ -75,38 +86,47 @@ def _needs_gradient(tensors) -> bool:
 
 
 def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-          reverse_from, average_directions=False):
+          reverse_from, delta_weight=None, average_directions=False):
     _, backend = resolve(u.device)
     if B.dim() == 3:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
+        if delta_weight is not None:
+            delta = delta.unsqueeze(1)
     u_, delta_, z_ = _one_dtype(u, delta, z)
     # Inference keeps no chunk states (3 MiB a Vim-Ti layer at 1024 px).
-    save_states = _needs_gradient((u, delta, A, B, C, D, z, delta_bias))
+    save_states = _needs_gradient(
+        (u, delta, A, B, C, D, z, delta_bias, delta_weight))
     y, _ = backend.selective_scan(u_, delta_, A, B, C, D, z_, delta_bias,
                                   bool(delta_softplus), reverse_from,
-                                  average_directions, save_states)
+                                  delta_weight, average_directions,
+                                  save_states)
     return y.to(u.dtype)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                   delta_softplus=False) -> torch.Tensor:
+                   delta_softplus=False, delta_weight=None) -> torch.Tensor:
     """``y = scan(u) * silu(z)`` with mamba-ssm's ``selective_scan_fn``
     arguments (all tensors; D, z, delta_bias optional).
 
     u, delta, z: (b, d, l); A: (d, n); B, C: (b, n, l), or (b, g, n, l) with
     the d channels split into g groups that share B and C; D, delta_bias:
-    (d,). The state is float32 (float64 for float64 inputs) whatever the
-    input dtype; returns (b, d, l) in u's dtype.
+    (d,). ``delta_weight`` (d, r): delta is given as its low-rank factor,
+    shaped as B with r rows (the input of a Mamba layer's dt_proj, whose
+    weight this is), and the scan makes delta itself, never storing it. The
+    state is float32 (float64 for float64 inputs) whatever the input dtype;
+    returns (b, d, l) in u's dtype.
     """
-    check_scan_arguments(u, delta, A, B, C, D, z, delta_bias)
+    check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
+                         delta_weight=delta_weight)
     return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                 u.shape[1])
+                 u.shape[1], delta_weight)
 
 
 def bidirectional_selective_scan(u, delta, A, B, C, D=None, z=None,
                                  delta_bias=None,
                                  delta_softplus=False,
-                                 average_directions=False) -> torch.Tensor:
+                                 average_directions=False,
+                                 delta_weight=None) -> torch.Tensor:
     """Both directions of a Vim layer in one call, nothing flipped.
 
     As :func:`selective_scan` with B, C grouped (b, g, n, l), g even: the
@@ -119,9 +139,9 @@ def bidirectional_selective_scan(u, delta, A, B, C, D=None, z=None,
     costs neither a (b, d, l) output nor a pass of its own.
     """
     check_scan_arguments(u, delta, A, B, C, D, z, delta_bias,
-                         bidirectional=True)
+                         bidirectional=True, delta_weight=delta_weight)
     return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                 u.shape[1] // 2, bool(average_directions))
+                 u.shape[1] // 2, delta_weight, bool(average_directions))
 
 
 def _check_conv_arguments(x, weight, bias, directions: int) -> None:

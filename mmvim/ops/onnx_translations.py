@@ -119,13 +119,26 @@ def _averaged(y, reverse_from: int, average_directions: bool):
                   op.CastLike(op.Constant(value_float=2.), y))
 
 
+def _full_delta(delta, delta_weight, channels: int):
+    """delta (b, d, l) from the operator's argument, as
+    :func:`mmvim.ops.library.full_delta` makes it."""
+    if delta_weight is None:
+        return delta
+    batch, groups, rank, length = (int(s) for s in delta.shape)
+    weight = op.Reshape(op.CastLike(delta_weight, delta),
+                        _shape(groups, channels // groups, rank))
+    return op.Reshape(op.MatMul(weight, delta),
+                      _shape(batch, channels, length))
+
+
 def _portable_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                    delta_softplus: bool = False, reverse_from: int = 0,
-                   average_directions: bool = False,
+                   delta_weight=None, average_directions: bool = False,
                    save_states: bool = True):
     """The selective scan in standard ONNX operators (see the module
     docstring); float32 state whatever u's dtype."""
     batch, channels, length = (int(s) for s in u.shape)
+    delta = _full_delta(delta, delta_weight, channels)
     groups, d_state = int(B.shape[1]), int(B.shape[2])
     group_width = channels // groups
     forward_groups = reverse_from // group_width
@@ -279,9 +292,12 @@ def register_schemas() -> None:
 
 def _custom_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                  delta_softplus: bool = False, reverse_from: int = 0,
-                 average_directions: bool = False, save_states: bool = True):
-    """One ``mmvim::SelectiveScan`` node (inference: y only), the
-    directions averaged after it in standard operators."""
+                 delta_weight=None, average_directions: bool = False,
+                 save_states: bool = True):
+    """One ``mmvim::SelectiveScan`` node (inference: y only), a low-rank
+    delta's product before it and the directions' average after it in
+    standard operators."""
+    delta = _full_delta(delta, delta_weight, int(u.shape[1]))
     y = MMVIM_OPSET.SelectiveScan(u, delta, A, B, C, D, z, delta_bias,
                                   delta_softplus=int(delta_softplus),
                                   reverse_from=int(reverse_from))

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from .flipping import FlippedDirections
-from .library import SavedStates, empty_in_layout_of, forward_outputs
+from .library import (SavedStates, empty_in_layout_of, forward_outputs,
+                      full_delta)
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -244,10 +245,11 @@ def _block_starts(states, block, groups):
 
 
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                 reverse_from, average_directions, save_states):
+                 reverse_from, delta_weight, average_directions, save_states):
     """``mmvim::selective_scan_torch``: (y, each chunk's start state
     (b, d, chunks, n)); the channels from ``reverse_from`` on are scanned on
     flipped copies."""
+    delta = full_delta(delta, delta_weight, u.shape[1])
     flipped = FlippedDirections(u, B, reverse_from)
     inputs = flipped.inputs(u, delta, A, B, C, D, z, delta_bias)
     blocks = _blocks(inputs[0], inputs[3])
@@ -380,10 +382,12 @@ def _sequential(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 
 
 def sequential_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                       reverse_from, average_directions, save_states):
+                       reverse_from, delta_weight, average_directions,
+                       save_states):
     """``mmvim::selective_scan_sequential``: y, and no saved states (the
     backward runs the loop again). The ground truth of the other backends'
     outputs."""
+    delta = full_delta(delta, delta_weight, u.shape[1])
     flipped = FlippedDirections(u, B, reverse_from)
     y = _sequential(*flipped.inputs(u, delta, A, B, C, D, z, delta_bias),
                     delta_softplus)

@@ -55,9 +55,11 @@ def available(backend):
 
 
 def scan_arguments(batch, channels, length, d_state, groups, bidirectional,
-                   dtype, requires_grad=True, seed=0, save_states=True):
+                   dtype, requires_grad=True, seed=0, save_states=True,
+                   delta_rank=None):
     """The forward operator's arguments; both directions averaged when
-    ``bidirectional``."""
+    ``bidirectional``; delta low-rank (its factor and weight) when
+    ``delta_rank`` is given."""
     gen = torch.Generator().manual_seed(seed)
 
     def tensor(*shape, scale=1.):
@@ -72,11 +74,18 @@ def scan_arguments(batch, channels, length, d_state, groups, bidirectional,
     D, delta_bias = torch.randn(channels, generator=gen), torch.randn(
         channels, generator=gen) * 0.3
     z = tensor(batch, channels // 2 if bidirectional else channels, length)
-    tensors = [u, delta, A, B, C, D, z, delta_bias]
+    delta_weight = None
+    if delta_rank is not None:
+        # The mixer's layout: the factor a view of a token-major stack.
+        delta = tensor(batch, groups, length, delta_rank).transpose(2, 3)
+        delta_weight = torch.randn(channels, delta_rank, generator=gen) * 0.3
+    tensors = [u, delta, A, B, C, D, z, delta_bias, delta_weight]
     if requires_grad:
-        tensors = [t.detach().requires_grad_() for t in tensors]
+        tensors = [None if t is None else t.detach().requires_grad_()
+                   for t in tensors]
     reverse_from = channels // 2 if bidirectional else channels
-    return (*tensors, True, reverse_from, bidirectional, save_states)
+    return (*tensors[:8], True, reverse_from, tensors[8], bidirectional,
+            save_states)
 
 
 def conv_arguments(batch, channels, length, dtype, channel_last, directions):
@@ -245,7 +254,7 @@ def test_averaged_directions_are_the_halves_mean(backend, dtype, channels):
     available(backend)
     shape = (2, channels, 9, 16, 2, True)
     full = list(scan_arguments(*shape, dtype, requires_grad=False))
-    full[10] = False
+    full[11] = False
     averaged = scan_arguments(*shape, dtype, requires_grad=False)
     y_full, _ = operator('selective_scan', backend)(*full)
     y, _ = operator('selective_scan', backend)(*averaged)
@@ -262,7 +271,7 @@ def test_averaged_directions_pass_half_the_gradient_to_each(backend):
     available(backend)
     shape = (2, 20, 9, 16, 2, True)
     full = list(scan_arguments(*shape, torch.float64))
-    full[10] = False
+    full[11] = False
     averaged = scan_arguments(*shape, torch.float64)
     half = shape[1] // 2
     y_full = operator('selective_scan', backend)(*full)[0]
@@ -286,7 +295,7 @@ class SaveStatesFlags(TorchDispatchMode):
         name = func.name()
         if name.startswith('mmvim::selective_scan') and \
                 not name.endswith('_backward'):
-            self.seen.append(args[11])
+            self.seen.append(args[12])
         return func(*args, **(kwargs or {}))
 
 
@@ -317,3 +326,65 @@ def test_a_backward_without_saved_states_is_refused():
     y, _ = operator('selective_scan', 'torch')(*arguments)
     with pytest.raises(RuntimeError, match='save_states=False'):
         y.sum().backward()
+
+
+LOW_RANK_CASES = [
+    pytest.param(backend, dtype,
+                 marks=[] if (backend, dtype) in {
+                     ('cpu', torch.float32), ('cpu', torch.bfloat16),
+                     ('torch', torch.float32)} else [pytest.mark.slow])
+    for backend in ('cpu', 'torch', 'sequential')
+    for dtype in (torch.float32, torch.bfloat16)]
+
+
+@pytest.mark.parametrize('backend,dtype', LOW_RANK_CASES)
+def test_opcheck_scan_with_a_low_rank_delta(backend, dtype):
+    available(backend)
+    arguments = scan_arguments(2, 20, 9, 16, 2, True, dtype, delta_rank=3)
+    torch.library.opcheck(operator('selective_scan', backend), arguments)
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'sequential'])
+@pytest.mark.parametrize('bidirectional', [False, True])
+def test_a_low_rank_delta_is_its_product(backend, bidirectional):
+    # The scan's own dt_proj against the product made beforehand, forward
+    # and backward (float64: the gradients of the factor and the weight
+    # against autograd through the product).
+    available(backend)
+    shape = (2, 20, 70, 16, 2, bidirectional)
+    low_rank = scan_arguments(*shape, torch.float64, delta_rank=3)
+    factor, weight = low_rank[1], low_rank[10]
+    product = library.full_delta(factor, weight, shape[1])
+    full = (low_rank[0], product, *low_rank[2:10], None, *low_rank[11:])
+    y = operator('selective_scan', backend)(*low_rank)[0]
+    expected = operator('selective_scan', backend)(*full)[0]
+    torch.testing.assert_close(y, expected)
+    grad = torch.randn_like(y)
+    inputs = [t for t in low_rank[:8] if t is not None] + [weight]
+    for got, want in zip(torch.autograd.grad(y, inputs, grad),
+                         torch.autograd.grad(expected, inputs, grad)):
+        torch.testing.assert_close(got, want)
+
+
+def test_the_cpu_lanes_make_a_low_rank_delta_as_torch_does():
+    available('cpu')
+    low_rank = scan_arguments(1, 32, 130, 16, 2, True, torch.float32,
+                              requires_grad=False, delta_rank=12)
+    product = library.full_delta(low_rank[1], low_rank[10], 32)
+    full = (low_rank[0], product, *low_rank[2:10], None, *low_rank[11:])
+    torch.testing.assert_close(
+        operator('selective_scan', 'cpu')(*low_rank)[0],
+        operator('selective_scan', 'cpu')(*full)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_low_rank_delta_of_the_wrong_shape_is_named():
+    arguments = list(scan_arguments(1, 8, 5, 4, 2, True, torch.float32,
+                                    requires_grad=False, delta_rank=3))
+    with pytest.raises(ValueError, match='delta has shape .* low-rank'):
+        ops.bidirectional_selective_scan(
+            arguments[0], arguments[1][:, :1], *arguments[2:8],
+            delta_softplus=True, delta_weight=arguments[10])
+    with pytest.raises(ValueError, match='delta_weight has shape'):
+        ops.bidirectional_selective_scan(
+            *arguments[:8], delta_softplus=True,
+            delta_weight=arguments[10][:4])

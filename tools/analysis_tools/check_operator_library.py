@@ -59,13 +59,22 @@ def check(library: Path) -> float:
     D, bias = randn(channels), randn(channels, scale=0.3)
     half = channels // 2
     y, states = mmvim.selective_scan_cpu(u, delta, A, B, C, D, z, bias, True,
-                                         half, False, True)
+                                         half, None, False, True)
     reference = scan_reference(u, delta, A, B, C, D, z, bias, half)
-    averaged = mmvim.selective_scan_cpu(u, delta, A, B, C, D, z, bias, True,
-                                        half, True, False)[0]
+    # delta as a rank-4 factor per direction and a weight, the directions
+    # averaged: the mixer's call.
+    factor = randn(batch, 2, 4, length, scale=0.5)
+    weight = randn(channels, 4, scale=0.5)
+    low_rank = torch.cat([weight[:half] @ factor[:, 0],
+                          weight[half:] @ factor[:, 1]], dim=1)
+    low_rank_reference = scan_reference(u, low_rank, A, B, C, D, z, bias,
+                                        half)
+    averaged = mmvim.selective_scan_cpu(u, factor, A, B, C, D, z, bias, True,
+                                        half, weight, True, False)[0]
     scan_error = max(
         (y.double() - reference).abs().max().item(),
-        (averaged.double() - (reference[:, :half] + reference[:, half:]) /
+        (averaged.double() - (low_rank_reference[:, :half] +
+                              low_rank_reference[:, half:]) /
          2).abs().max().item())
     grads = mmvim.selective_scan_cpu_backward(u, delta, A, B, C, D, z, bias,
                                               True, channels // 2, states,

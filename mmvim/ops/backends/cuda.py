@@ -13,7 +13,8 @@ import importlib
 
 from ..flipping import FlippedDirections
 from ..library import (SavedStates, conv_operator, define_scan_operators,
-                       empty_in_layout_of, forward_outputs, scan_operator)
+                       empty_in_layout_of, forward_outputs, full_delta,
+                       scan_operator)
 from . import portable  # noqa: F401 - defines the portable conv operators
 
 # mamba-ssm saves the (a, b) pair of every state at the end of each chunk of
@@ -55,7 +56,8 @@ def _forward_arguments(u, delta, A, B, C, D, z, delta_bias, reverse_from):
 
 
 def scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                 reverse_from, average_directions, save_states):
+                 reverse_from, delta_weight, average_directions, save_states):
+    delta = full_delta(delta, delta_weight, u.shape[1])
     flipped, arguments = _forward_arguments(u, delta, A, B, C, D, z,
                                             delta_bias, reverse_from)
     out, states, *gated = _kernels().fwd(*arguments, delta_softplus)

@@ -14,7 +14,8 @@
 
 STABLE_TORCH_LIBRARY(mmvim, m) {
   m.def("selective_scan_cpu(" MMVIM_SCAN_ARGUMENTS
-        ", bool average_directions, bool save_states) -> (Tensor, Tensor)");
+        ", Tensor? delta_weight, bool average_directions, bool save_states) -> (Tensor, "
+        "Tensor)");
   m.def("selective_scan_cpu_backward(" MMVIM_SCAN_ARGUMENTS
         ", Tensor states, Tensor grad_y) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
         "Tensor, Tensor)");

@@ -8,7 +8,8 @@
 
 namespace mmvim {
 
-// (y, states): y in u's dtype and layout, (b, d, l) or with
+// (y, states), delta (b, d, l) or, with delta_weight (d, rank), its low-rank
+// factor (b, g, rank, l) grouped as B: y in u's dtype and layout, (b, d, l) or with
 // average_directions the directions' average (b, d/2, l); states
 // (b, d, chunks, n), the state at the start of every 64-token chunk, in the
 // compute dtype (no chunks without save_states).
@@ -17,6 +18,7 @@ std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, 
                                               std::optional<Tensor> z,
                                               std::optional<Tensor> delta_bias,
                                               bool delta_softplus, int64_t reverse_from,
+                                              std::optional<Tensor> delta_weight,
                                               bool average_directions, bool save_states);
 
 // Every input's gradient, contiguous, in its dtype and shape (empty for an

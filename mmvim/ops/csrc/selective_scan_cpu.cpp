@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -170,8 +171,12 @@ using OutRows = StridedRows<scalar_t>;
 
 template <typename scalar_t, typename acc_t>
 struct ScanInputs {
-  Rows<scalar_t> u, delta, z;
+  Rows<scalar_t> u, delta, z;  // delta unset when given low-rank
   const acc_t *A, *Bt, *Ct, *D, *bias;  // D, bias may be null
+  // delta given low-rank: its factor (b, g, l, rank) token-major and the
+  // weight (d, rank); null otherwise.
+  const acc_t *dt_factor = nullptr, *delta_weight = nullptr;
+  int64_t rank = 0;
   bool softplus, has_z;
   bool average;  // channels from reverse_from on average into row c - reverse_from
   int64_t batch, channels, length, n_state, groups, reverse_from, num_chunks;
@@ -188,6 +193,18 @@ struct ScanInputs {
   }
   const acc_t* Ct_of(int64_t b, int64_t c) const {
     return Ct + (b * groups + group(c)) * length * n_state;
+  }
+  const acc_t* dt_factor_of(int64_t b, int64_t c) const {
+    return dt_factor + (b * groups + group(c)) * length * rank;
+  }
+  // delta of row c at token t from the low-rank factor: the weight row's
+  // products with the token's factor, summed in rank order.
+  acc_t low_rank_delta(int64_t b, int64_t c, int64_t t) const {
+    const acc_t* factor = dt_factor_of(b, c) + t * rank;
+    const acc_t* weight = delta_weight + c * rank;
+    acc_t sum = 0;
+    for (int64_t k = 0; k < rank; ++k) sum += weight[k] * factor[k];
+    return sum;
   }
 };
 
@@ -210,12 +227,14 @@ struct ChunkScalars {
   void load(const ScanInputs<scalar_t, acc_t>& in, int64_t b, int64_t c, int64_t first,
             int64_t len) {
     const scalar_t* u_row = in.u.row(b, c);
-    const scalar_t* delta_row = in.delta.row(b, c);
+    const scalar_t* delta_row = in.delta_weight ? nullptr : in.delta.row(b, c);
     const acc_t bias = in.bias ? in.bias[c] : acc_t(0);
     for (int64_t j = 0; j < len; ++j) {
       const int64_t t = in.token(first + j, c);
       u[j] = static_cast<acc_t>(u_row[t * in.u.token_stride]);
-      pre[j] = static_cast<acc_t>(delta_row[t * in.delta.token_stride]) + bias;
+      pre[j] = (delta_row ? static_cast<acc_t>(delta_row[t * in.delta.token_stride])
+                          : in.low_rank_delta(b, c, t)) +
+               bias;
     }
     if (in.has_z) {
       const scalar_t* z_row = in.z.row(b, c);
@@ -534,18 +553,29 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
 struct LaneTile {
   int64_t first;  // its first channel
   bool reverse, A_non_positive;
-  const float *Bt, *Ct;
+  const float *Bt, *Ct, *dt_factor;  // dt_factor: null unless delta is low-rank
   std::vector<float> h, A2;  // (N, kLanes): state; A log2(e)
+  std::vector<float> delta_weight;  // (rank, kLanes) when delta is low-rank
 };
 
 template <typename scalar_t>
 LaneTile make_lane_tile(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first) {
   const int64_t N = in.n_state;
-  LaneTile tile{first, first >= in.reverse_from, true, in.Bt_of(b, first), in.Ct_of(b, first),
-                std::vector<float>(N * kLanes, 0.f), std::vector<float>(N * kLanes)};
-  for (int64_t r = 0; r < kLanes; ++r)
+  LaneTile tile{first,
+                first >= in.reverse_from,
+                true,
+                in.Bt_of(b, first),
+                in.Ct_of(b, first),
+                in.delta_weight ? in.dt_factor_of(b, first) : nullptr,
+                std::vector<float>(N * kLanes, 0.f),
+                std::vector<float>(N * kLanes),
+                std::vector<float>(in.rank * kLanes)};
+  for (int64_t r = 0; r < kLanes; ++r) {
     for (int64_t n = 0; n < N; ++n)
       tile.A2[n * kLanes + r] = in.A[(first + r) * N + n] * float(kLog2e);
+    for (int64_t k = 0; k < in.rank; ++k)
+      tile.delta_weight[k * kLanes + r] = in.delta_weight[(first + r) * in.rank + k];
+  }
   tile.A_non_positive =
       std::all_of(tile.A2.begin(), tile.A2.end(), [](float v) { return v <= 0.f; });
   return tile;
@@ -559,19 +589,31 @@ struct LaneScratch {
 };
 
 // Fills s.u, s.pre, s.dt, s.du and s.y = D u for the `len` tokens of one
-// chunk of the tile at channel `first` (token0 + j * token_step), in one
-// pass; returns whether every dt is >= 0 (then dt A <= 0 where A <= 0, and
-// exp2 skips its upper clamp).
+// chunk of `tile` (token0 + j * token_step), in one pass; returns whether
+// every dt is >= 0 (then dt A <= 0 where A <= 0, and exp2 skips its upper
+// clamp). A low-rank delta is made here, as ScanInputs::low_rank_delta
+// makes it for a row.
 template <typename scalar_t>
-bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_t first,
+bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, const LaneTile& tile,
                      int64_t token0, int64_t token_step, int64_t len, LaneScratch& s) {
-  const TileRows<const scalar_t> u(in.u, b, first), delta(in.delta, b, first);
+  const int64_t first = tile.first;
+  const TileRows<const scalar_t> u(in.u, b, first);
+  const std::optional<TileRows<const scalar_t>> delta =
+      tile.dt_factor ? std::nullopt : std::make_optional<TileRows<const scalar_t>>(in.delta, b, first);
+  const auto delta_at = [&](int64_t t) {
+    if (delta) return delta->at(t);
+    const float* factor = tile.dt_factor + t * in.rank;
+    LaneFloats sum{};
+    for (int64_t k = 0; k < in.rank; ++k)
+      sum += load_lanes(tile.delta_weight.data() + k * kLanes) * factor[k];
+    return sum;
+  };
   const LaneFloats bias = in.bias ? load_lanes(in.bias + first) : LaneFloats{};
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
   LaneInts non_negative = LaneInts{} - 1;  // lane masks: every dt so far >= 0 (false for NaN)
   for (int64_t j = 0; j < len; ++j) {
     const int64_t t = token0 + j * token_step;
-    const LaneFloats uv = u.at(t), pre = in.bias ? delta.at(t) + bias : delta.at(t);
+    const LaneFloats uv = u.at(t), pre = in.bias ? delta_at(t) + bias : delta_at(t);
     const LaneFloats dt = in.softplus ? softplus_lanes(pre) : pre;
     store_lanes(s.u + j * kLanes, uv);
     store_lanes(s.pre + j * kLanes, pre);
@@ -602,7 +644,7 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   }
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
   // y starts as D u; the scan adds <C, h>.
-  const bool dt_non_negative = load_lane_chunk(in, b, first, token0, token_step, len, s);
+  const bool dt_non_negative = load_lane_chunk(in, b, tile, token0, token_step, len, s);
   if (tile.A_non_positive && dt_non_negative)
     lane_chunk_scan<kN, true>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
                               token_step, tile.h.data(), s.y);
@@ -769,7 +811,7 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   const int64_t first = tile.first, first_step = chunk * kChunk;
   const int64_t len = std::min(kChunk, L - first_step), n_values = len * kLanes;
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
-  const bool dt_non_negative = load_lane_chunk(in, b, first, token0, token_step, len, s.in);
+  const bool dt_non_negative = load_lane_chunk(in, b, tile, token0, token_step, len, s.in);
   for (int64_t r = 0; r < kLanes; ++r)
     for (int64_t n = 0; n < N; ++n)
       s.start[n * kLanes + r] =
@@ -1097,11 +1139,25 @@ std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, 
                                               std::optional<Tensor> z,
                                               std::optional<Tensor> delta_bias,
                                               bool delta_softplus, int64_t reverse_from,
+                                              std::optional<Tensor> delta_weight,
                                               bool average_directions, bool save_states) {
   const auto p = prepare("selective_scan_cpu", u, delta, A, B, C, D, z, delta_bias);
   STD_TORCH_CHECK(!average_directions || 2 * reverse_from == u.size(1),
                   "mmvim::selective_scan_cpu: average_directions needs reverse_from = d/2 (",
                   u.size(1) / 2, "), got ", reverse_from);
+  // A low-rank delta: its factor token-major (b, g, l, rank), as B and C.
+  std::optional<Tensor> dt_factor, weight;
+  if (delta_weight.has_value()) {
+    STD_TORCH_CHECK(delta_weight->dim() == 2 && delta_weight->size(0) == u.size(1) &&
+                        delta.dim() == 4 && delta.size(0) == u.size(0) &&
+                        delta.size(1) == B.size(1) && delta.size(2) == delta_weight->size(1) &&
+                        delta.size(3) == u.size(2),
+                    "mmvim::selective_scan_cpu: a low-rank delta is (b, g, rank, l), grouped as "
+                    "B, with delta_weight (d, rank)");
+    const ScalarType compute = compute_dtype(u.scalar_type());
+    dt_factor = contiguous_as(torch::stable::transpose(delta, 2, 3), compute);
+    weight = contiguous_as(*delta_weight, compute);
+  }
   // y takes u's layout when u is channel-last (the mixer's): out_proj then
   // reads it without a transpose.
   Tensor out = empty_in_layout_of(u, u.scalar_type(),
@@ -1114,6 +1170,12 @@ std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, 
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     auto in = make_inputs<scalar_t, acc_t>(u, delta, p.A, p.Bt, p.Ct, p.D, z, p.bias,
                                            delta_softplus, reverse_from, average_directions);
+    if (dt_factor.has_value()) {
+      in.delta = Rows<scalar_t>();
+      in.dt_factor = data_of<acc_t>(*dt_factor);
+      in.delta_weight = data_of<acc_t>(*weight);
+      in.rank = weight->size(1);
+    }
     acc_t* saved = save_states ? data_of<acc_t>(states) : nullptr;
     if (in.n_state == 16)
       forward_all<scalar_t, acc_t, 16>(in, OutRows<scalar_t>(out), saved);

@@ -13,7 +13,8 @@ from torch.library import wrap_triton
 from triton.runtime.interpreter import InterpretedFunction
 
 from ..library import (SavedStates, compute_dtype, define_scan_operators,
-                       empty_in_layout_of, forward_outputs, no_gradient)
+                       empty_in_layout_of, forward_outputs, full_delta,
+                       no_gradient)
 from .interpreter import speed_up_interpreted_scans
 from .kernels import selective_scan_bwd_kernel, selective_scan_fwd_kernel
 
@@ -118,11 +119,13 @@ SAVED = SavedStates(chunk_length=lambda length: TILES.chunk,
 def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                  D: Optional[Tensor], z: Optional[Tensor],
                  delta_bias: Optional[Tensor], delta_softplus: bool,
-                 reverse_from: int, average_directions: bool,
+                 reverse_from: int, delta_weight: Optional[Tensor],
+                 average_directions: bool,
                  save_states: bool) -> Tuple[Tensor, Tensor]:
     """``mmvim::selective_scan_triton``: one launch for both directions
-    (the kernel writes both, and every chunk's start state; the options then
-    apply)."""
+    (the kernel reads the full delta, writes both directions and every
+    chunk's start state; the options then apply)."""
+    delta = full_delta(delta, delta_weight, u.shape[1])
     launch = _Launch(TILES.forward_block_d, TILES.chunk, u, delta, A, B, C, D,
                      z, delta_bias, delta_softplus, reverse_from)
     y = empty_in_layout_of(u)
