@@ -116,18 +116,22 @@ def test_amp_and_with_cp_shrink_what_the_backbone_keeps():
         return estimate.by('part', 'kind').get(('backbone', 'activations'),
                                                0)
 
-    # 128x128: at 32x32 the 16-channel model's bfloat16 copies of weights
-    # and inputs outweigh what the lower precision saves.
-    size = dict(input_shape=(128, 128))
+    # 256x256: at 32x32 the 16-channel model's bfloat16 copies of weights
+    # and inputs outweigh what the lower precision saves. What stays float32
+    # whatever the precision (the residual stream, the scan's chunk states)
+    # is most of what the blocks keep since the scan takes delta low-rank:
+    # amp saves 6% of it here.
+    size = dict(input_shape=(256, 256))
     base = estimate_memory(EstimateSettings(TINY, **size))
     amp = estimate_memory(EstimateSettings(TINY, amp=True, **size))
     with_cp = estimate_memory(EstimateSettings(
         TINY, cfg_options={'model.backbone.with_cp': True}, **size))
     assert amp.settings['amp'] and with_cp.settings['with_cp']
-    assert backbone_activations(amp) < 0.9 * backbone_activations(base)
+    assert backbone_activations(amp) < 0.97 * backbone_activations(base)
     # Only each block's input stays (the peak is in the heads' backward
-    # pass, before the blocks are computed again).
-    assert backbone_activations(with_cp) < 0.1 * backbone_activations(base)
+    # pass, before the blocks are computed again): 12% of what the blocks
+    # keep without it here.
+    assert backbone_activations(with_cp) < 0.15 * backbone_activations(base)
 
 
 @pytest.mark.slow  # a whole model: seconds

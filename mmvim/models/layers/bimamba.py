@@ -94,15 +94,13 @@ class BiMambaMixer(nn.Module):
             dt_proj.bias.zero_()
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
-    def _project(self, u, suffix):
-        """delta (b, l, d) and B, C (b, l, n), token-major as the projection
+    def _x_project(self, u, suffix):
+        """dt (b, l, dt_rank) and B, C (b, l, n), token-major as x_proj
         makes them, of one direction from its conv output u (b, d, l)."""
         x_dbl = F.linear(u.transpose(1, 2),
                          getattr(self, f'x_proj{suffix}').weight)
-        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state],
-                               dim=-1)
-        delta = F.linear(dt, getattr(self, f'dt_proj{suffix}').weight)
-        return delta, B, C
+        return x_dbl.split([self.dt_rank, self.d_state, self.d_state],
+                           dim=-1)
 
     def _ssm_parameters(self, suffixes):
         """A, D and the dt bias of the directions in ``suffixes``, stacked
@@ -118,7 +116,8 @@ class BiMambaMixer(nn.Module):
         of x (b, d, l) in its own token order."""
         conv = getattr(self, f'conv1d{suffix}')
         u = causal_conv1d_silu(x, conv.weight[:, 0], conv.bias)
-        delta, B, C = self._project(u, suffix)
+        dt, B, C = self._x_project(u, suffix)
+        delta = F.linear(dt, getattr(self, f'dt_proj{suffix}').weight)
         A, D, dt_bias = self._ssm_parameters([suffix])
         return selective_scan(u, delta.transpose(1, 2), A,
                               B.transpose(1, 2).contiguous(),
@@ -138,29 +137,22 @@ class BiMambaMixer(nn.Module):
             F.linear(hidden, x_weight).transpose(1, 2),
             torch.cat([conv.weight[:, 0] for conv in convs]),
             torch.cat([conv.bias for conv in convs]))
-        # Both directions' deltas in one (b, l, 2d) tensor, each copied into
-        # its half as soon as it is made: one (b, l, d) product alive beside
-        # it at a time, not both and their concatenation.
-        delta, Bs, Cs = None, [], []
-        for half, (u_dir, suffix) in enumerate(zip(u.chunk(2, dim=1),
-                                                   DIRECTIONS)):
-            delta_dir, B, C = self._project(u_dir, suffix)
-            width = delta_dir.shape[2]
-            if delta is None:
-                delta = delta_dir.new_empty(*delta_dir.shape[:2], 2 * width)
-            delta.narrow(-1, half * width, width).copy_(delta_dir)
-            del delta_dir
-            Bs.append(B)
-            Cs.append(C)
-        delta = delta.transpose(1, 2)
         A, D, dt_bias = self._ssm_parameters(DIRECTIONS)
-        # B, C (b, 2, n, l) as views of token-major (b, 2, l, n) stacks: the
-        # layout the compiled scan reads, so it copies nothing more.
+        # dt, B, C (b, 2, k, l) as views of token-major (b, 2, l, k) stacks:
+        # the layout the compiled scan reads, so it copies nothing more. The
+        # scan applies dt_proj itself (delta_weight): no (b, l, 2d) delta is
+        # stored, for inference or for the backward.
+        dts, Bs, Cs = zip(*[
+            self._x_project(u_dir, suffix)
+            for u_dir, suffix in zip(u.chunk(2, dim=1), DIRECTIONS)
+        ])
         y = bidirectional_selective_scan(
-            u, delta, A,
+            u, torch.stack(dts, dim=1).transpose(-1, -2), A,
             torch.stack(Bs, dim=1).transpose(-1, -2),
             torch.stack(Cs, dim=1).transpose(-1, -2), D, z, dt_bias,
-            delta_softplus=True, average_directions=True)
+            delta_softplus=True, average_directions=True,
+            delta_weight=torch.cat(
+                [getattr(self, f'dt_proj{s}').weight for s in DIRECTIONS]))
         return y.transpose(1, 2)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
