@@ -918,10 +918,18 @@ ScanInputs<scalar_t, acc_t> make_inputs(const Tensor& u, const Tensor& delta, co
                                         const std::optional<Tensor>& D,
                                         const std::optional<Tensor>& z,
                                         const std::optional<Tensor>& bias, bool softplus,
-                                        int64_t reverse_from, bool average = false) {
+                                        int64_t reverse_from, bool average = false,
+                                        const std::optional<Tensor>& dt_factor = std::nullopt,
+                                        const std::optional<Tensor>& delta_weight = std::nullopt) {
   ScanInputs<scalar_t, acc_t> in;
   in.u = Rows<scalar_t>(u);
-  in.delta = Rows<scalar_t>(delta);
+  if (dt_factor.has_value()) {
+    in.dt_factor = data_of<acc_t>(*dt_factor);
+    in.delta_weight = data_of<acc_t>(*delta_weight);
+    in.rank = delta_weight->size(1);
+  } else {
+    in.delta = Rows<scalar_t>(delta);
+  }
   in.has_z = z.has_value();
   if (in.has_z) in.z = Rows<scalar_t>(*z);
   in.A = data_of<acc_t>(A);
@@ -985,7 +993,8 @@ void forward_all(const ScanInputs<scalar_t, acc_t>& in, const OutRows<scalar_t>&
           std::vector<LaneTile> lanes;
           for (int64_t tile = first_tile; tile < end_tile; ++tile) {
             const int64_t first = offset + tile * kTile;
-            if (first + kTile <= segment_end && lane_tile(in, first))
+            // lane_tile keeps a tile in one direction, so inside its half.
+            if (lane_tile(in, first))
               lanes.push_back(make_lane_tile(in, b, first));
             else
               row_tiles.push_back(first);
@@ -1108,21 +1117,38 @@ void backward_all(const ScanInputs<scalar_t, acc_t>& in, const ScanGrads<scalar_
 struct PreparedScan {
   Tensor Bt, Ct, A;
   std::optional<Tensor> D, bias;
+  std::optional<Tensor> dt_factor, delta_weight;  // a low-rank delta's, (b, g, l, rank), (d, rank)
 };
 
 PreparedScan prepare(const char* op, const Tensor& u, const Tensor& delta, const Tensor& A,
                      const Tensor& B, const Tensor& C, const std::optional<Tensor>& D,
-                     const std::optional<Tensor>& z, const std::optional<Tensor>& bias) {
+                     const std::optional<Tensor>& z, const std::optional<Tensor>& bias,
+                     const std::optional<Tensor>& delta_weight = std::nullopt) {
   check_cpu(u, op, "u");
   STD_TORCH_CHECK(delta.scalar_type() == u.scalar_type() &&
                       (!z.has_value() || z->scalar_type() == u.scalar_type()),
                   "mmvim::", op, ": u, delta and z must have one dtype");
   const ScalarType compute = compute_dtype(u.scalar_type());
   // (b, g, n, l) -> (b, g, l, n): each token's B and C contiguous; the
-  // mixer's B and C already are, so nothing is copied.
-  return {contiguous_as(torch::stable::transpose(B, 2, 3), compute),
-          contiguous_as(torch::stable::transpose(C, 2, 3), compute), contiguous_as(A, compute),
-          contiguous_as(D, compute), contiguous_as(bias, compute)};
+  // mixer's B and C already are, so nothing is copied. A low-rank delta's
+  // factor likewise.
+  const auto token_major = [&](const Tensor& t) {
+    return contiguous_as(torch::stable::transpose(t, 2, 3), compute);
+  };
+  PreparedScan p{token_major(B), token_major(C), contiguous_as(A, compute),
+                 contiguous_as(D, compute), contiguous_as(bias, compute)};
+  if (delta_weight.has_value()) {
+    STD_TORCH_CHECK(delta_weight->dim() == 2 && delta_weight->size(0) == u.size(1) &&
+                        delta.dim() == 4 && delta.size(0) == u.size(0) &&
+                        delta.size(1) == B.size(1) && delta.size(2) == delta_weight->size(1) &&
+                        delta.size(3) == u.size(2),
+                    "mmvim::", op,
+                    ": a low-rank delta is (b, g, rank, l), grouped as B, with delta_weight "
+                    "(d, rank)");
+    p.dt_factor = token_major(delta);
+    p.delta_weight = contiguous_as(*delta_weight, compute);
+  }
+  return p;
 }
 
 // Per-row partial sums (b, ...) of a per-channel gradient, summed over the
@@ -1141,23 +1167,11 @@ std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, 
                                               bool delta_softplus, int64_t reverse_from,
                                               std::optional<Tensor> delta_weight,
                                               bool average_directions, bool save_states) {
-  const auto p = prepare("selective_scan_cpu", u, delta, A, B, C, D, z, delta_bias);
+  const auto p =
+      prepare("selective_scan_cpu", u, delta, A, B, C, D, z, delta_bias, delta_weight);
   STD_TORCH_CHECK(!average_directions || 2 * reverse_from == u.size(1),
                   "mmvim::selective_scan_cpu: average_directions needs reverse_from = d/2 (",
                   u.size(1) / 2, "), got ", reverse_from);
-  // A low-rank delta: its factor token-major (b, g, l, rank), as B and C.
-  std::optional<Tensor> dt_factor, weight;
-  if (delta_weight.has_value()) {
-    STD_TORCH_CHECK(delta_weight->dim() == 2 && delta_weight->size(0) == u.size(1) &&
-                        delta.dim() == 4 && delta.size(0) == u.size(0) &&
-                        delta.size(1) == B.size(1) && delta.size(2) == delta_weight->size(1) &&
-                        delta.size(3) == u.size(2),
-                    "mmvim::selective_scan_cpu: a low-rank delta is (b, g, rank, l), grouped as "
-                    "B, with delta_weight (d, rank)");
-    const ScalarType compute = compute_dtype(u.scalar_type());
-    dt_factor = contiguous_as(torch::stable::transpose(delta, 2, 3), compute);
-    weight = contiguous_as(*delta_weight, compute);
-  }
   // y takes u's layout when u is channel-last (the mixer's): out_proj then
   // reads it without a transpose.
   Tensor out = empty_in_layout_of(u, u.scalar_type(),
@@ -1169,13 +1183,8 @@ std::tuple<Tensor, Tensor> selective_scan_cpu(Tensor u, Tensor delta, Tensor A, 
   MMVIM_DISPATCH_FLOATING(u.scalar_type(), "selective_scan_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
     auto in = make_inputs<scalar_t, acc_t>(u, delta, p.A, p.Bt, p.Ct, p.D, z, p.bias,
-                                           delta_softplus, reverse_from, average_directions);
-    if (dt_factor.has_value()) {
-      in.delta = Rows<scalar_t>();
-      in.dt_factor = data_of<acc_t>(*dt_factor);
-      in.delta_weight = data_of<acc_t>(*weight);
-      in.rank = weight->size(1);
-    }
+                                           delta_softplus, reverse_from, average_directions,
+                                           p.dt_factor, p.delta_weight);
     acc_t* saved = save_states ? data_of<acc_t>(states) : nullptr;
     if (in.n_state == 16)
       forward_all<scalar_t, acc_t, 16>(in, OutRows<scalar_t>(out), saved);
