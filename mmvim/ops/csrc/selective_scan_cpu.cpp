@@ -495,12 +495,14 @@ void gather_lanes(const ScanInputs<scalar_t, float>& in, const Rows<scalar_t>& r
 }
 
 // States a pass of the lane scan keeps in registers: all 16 with AVX-512's
-// 32 vector registers; with 16 (AVX2, NEON) or fewer, 4 per pass over the
-// chunk (their state and A vectors, the token's dt, du and sum, and the
-// exp's temporaries fit), the output accumulating in L1 between passes:
-// all 16 spilled and reloaded states and A vectors on every token, which
-// cost AVX2 a third more instructions.
-constexpr int kLaneStatesPerPass = kLanes >= 16 ? 16 : 4;
+// 32 vector registers; with 16 (AVX2, NEON) or fewer, 8 per pass over the
+// chunk, the output accumulating in L1 between passes. There the pass first
+// computes its decays for the whole chunk into L1, then runs the recurrence
+// reading them: the exp's polynomial constants and temporaries leave no
+// registers for more than 4 states in one loop, and its 40-cycle chain per
+// token, interleaved with the recurrence, kept the vector units half idle.
+constexpr int kLaneStatesPerPass = kLanes >= 16 ? 16 : 8;
+constexpr bool kDecaysFirst = kLanes < 16;
 
 // The scan over one chunk in lanes; h (N * kLanes floats) in and out. y
 // holds D u on entry and gets <C, h> added, state by state in order (the
@@ -517,17 +519,40 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
         hv[n] = load_lanes(h + (n0 + n) * kLanes);
         a2v[n] = load_lanes(A2 + (n0 + n) * kLanes);
       }
-      for (int64_t j = 0; j < len; ++j) {
-        const float* B = Bt + (token0 + j * token_step) * kN + n0;
-        const float* C = Ct + (token0 + j * token_step) * kN + n0;
-        const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
-        LaneFloats acc = load_lanes(y + j * kLanes);
+      if constexpr (kDecaysFirst) {
+        alignas(64) float decays[kChunk * kPass * kLanes];
+        for (int64_t j = 0; j < len; ++j) {
+          const LaneFloats dtv = load_lanes(dt + j * kLanes);
 #pragma GCC unroll 16
-        for (int n = 0; n < kPass; ++n) {
-          hv[n] = exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]) * hv[n] + duv * B[n];
-          acc += hv[n] * C[n];
+          for (int n = 0; n < kPass; ++n)
+            store_lanes(decays + (j * kPass + n) * kLanes,
+                        exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]));
         }
-        store_lanes(y + j * kLanes, acc);
+        for (int64_t j = 0; j < len; ++j) {
+          const float* B = Bt + (token0 + j * token_step) * kN + n0;
+          const float* C = Ct + (token0 + j * token_step) * kN + n0;
+          const LaneFloats duv = load_lanes(du + j * kLanes);
+          LaneFloats acc = load_lanes(y + j * kLanes);
+#pragma GCC unroll 16
+          for (int n = 0; n < kPass; ++n) {
+            hv[n] = load_lanes(decays + (j * kPass + n) * kLanes) * hv[n] + duv * B[n];
+            acc += hv[n] * C[n];
+          }
+          store_lanes(y + j * kLanes, acc);
+        }
+      } else {
+        for (int64_t j = 0; j < len; ++j) {
+          const float* B = Bt + (token0 + j * token_step) * kN + n0;
+          const float* C = Ct + (token0 + j * token_step) * kN + n0;
+          const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
+          LaneFloats acc = load_lanes(y + j * kLanes);
+#pragma GCC unroll 16
+          for (int n = 0; n < kPass; ++n) {
+            hv[n] = exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]) * hv[n] + duv * B[n];
+            acc += hv[n] * C[n];
+          }
+          store_lanes(y + j * kLanes, acc);
+        }
       }
       for (int n = 0; n < kPass; ++n) store_lanes(h + (n0 + n) * kLanes, hv[n]);
     }
@@ -588,11 +613,17 @@ struct LaneScratch {
       du[kChunk * kLanes], y[kChunk * kLanes];
 };
 
+// Tokens load_lane_chunk handles together: its per-token work (the
+// low-rank delta's r products, the softplus) is a chain of dependent
+// instructions, tens of cycles long; a few tokens' chains side by side keep
+// the vector units busy where one token at a time left them waiting.
+constexpr int64_t kTokensTogether = 4;
+
 // Fills s.u, s.pre, s.dt, s.du and s.y = D u for the `len` tokens of one
 // chunk of `tile` (token0 + j * token_step), in one pass; returns whether
 // every dt is >= 0 (then dt A <= 0 where A <= 0, and exp2 skips its upper
 // clamp). A low-rank delta is made here, as ScanInputs::low_rank_delta
-// makes it for a row.
+// makes it for a row (the same products in the same order).
 template <typename scalar_t>
 bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, const LaneTile& tile,
                      int64_t token0, int64_t token_step, int64_t len, LaneScratch& s) {
@@ -600,28 +631,43 @@ bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, const Lan
   const TileRows<const scalar_t> u(in.u, b, first);
   const std::optional<TileRows<const scalar_t>> delta =
       tile.dt_factor ? std::nullopt : std::make_optional<TileRows<const scalar_t>>(in.delta, b, first);
-  const auto delta_at = [&](int64_t t) {
-    if (delta) return delta->at(t);
-    const float* factor = tile.dt_factor + t * in.rank;
-    LaneFloats sum{};
-    for (int64_t k = 0; k < in.rank; ++k)
-      sum += load_lanes(tile.delta_weight.data() + k * kLanes) * factor[k];
-    return sum;
-  };
   const LaneFloats bias = in.bias ? load_lanes(in.bias + first) : LaneFloats{};
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
   LaneInts non_negative = LaneInts{} - 1;  // lane masks: every dt so far >= 0 (false for NaN)
-  for (int64_t j = 0; j < len; ++j) {
-    const int64_t t = token0 + j * token_step;
-    const LaneFloats uv = u.at(t), pre = in.bias ? delta_at(t) + bias : delta_at(t);
-    const LaneFloats dt = in.softplus ? softplus_lanes(pre) : pre;
-    store_lanes(s.u + j * kLanes, uv);
-    store_lanes(s.pre + j * kLanes, pre);
-    store_lanes(s.dt + j * kLanes, dt);
-    store_lanes(s.du + j * kLanes, dt * uv);
-    store_lanes(s.y + j * kLanes, D * uv);
-    non_negative &= dt >= 0.f;
-  }
+  // kCount tokens from step j0 on.
+  const auto load_tokens = [&](int64_t j0, auto count) {
+    constexpr int64_t kCount = decltype(count)::value;
+    LaneFloats pre[kCount];
+    if (delta) {
+      for (int64_t q = 0; q < kCount; ++q) pre[q] = delta->at(token0 + (j0 + q) * token_step);
+    } else {
+      const float* factor[kCount];
+      for (int64_t q = 0; q < kCount; ++q) {
+        factor[q] = tile.dt_factor + (token0 + (j0 + q) * token_step) * in.rank;
+        pre[q] = LaneFloats{};
+      }
+      for (int64_t k = 0; k < in.rank; ++k) {
+        const LaneFloats weight = load_lanes(tile.delta_weight.data() + k * kLanes);
+        for (int64_t q = 0; q < kCount; ++q) pre[q] += weight * factor[q][k];
+      }
+    }
+    for (int64_t q = 0; q < kCount; ++q) {
+      const int64_t j = j0 + q;
+      const LaneFloats uv = u.at(token0 + j * token_step);
+      if (in.bias) pre[q] += bias;
+      const LaneFloats dt = in.softplus ? softplus_lanes(pre[q]) : pre[q];
+      store_lanes(s.u + j * kLanes, uv);
+      store_lanes(s.pre + j * kLanes, pre[q]);
+      store_lanes(s.dt + j * kLanes, dt);
+      store_lanes(s.du + j * kLanes, dt * uv);
+      store_lanes(s.y + j * kLanes, D * uv);
+      non_negative &= dt >= 0.f;
+    }
+  };
+  int64_t j = 0;
+  for (; j + kTokensTogether <= len; j += kTokensTogether)
+    load_tokens(j, std::integral_constant<int64_t, kTokensTogether>{});
+  for (; j < len; ++j) load_tokens(j, std::integral_constant<int64_t, 1>{});
   if (in.softplus) return true;
   for (int64_t r = 0; r < kLanes; ++r)
     if (!non_negative[r]) return false;
