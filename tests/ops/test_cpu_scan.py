@@ -307,10 +307,11 @@ def test_backward_stores_no_full_state_tensor_and_is_deterministic():
                                               (70, 'channel_last'),
                                               (6, 'contiguous')])
 def test_conv_matches_the_portable_conv(direction, length, channels, layout):
-    """The mixer's x is a channel-last view of the input projection (blocks
-    of 64 channels, a channel-last output); other layouts go row by row.
-    'both': the two directions' convs in one call (segments of 70 channels
-    cross a 64-channel block)."""
+    """The mixer's x is a channel-last view of the input projection (each
+    token's channels in lane vectors, a channel-last output; the backward
+    in blocks of 64 channels); other layouts go row by row. 'both': the two
+    directions' convs in one call (segments of 70 channels: 8-channel lane
+    vectors and a remainder; a 64-channel block and a remainder)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, length, channels, generator=gen).transpose(1, 2)
     if layout == 'contiguous':
@@ -332,6 +333,23 @@ def test_conv_matches_the_portable_conv(direction, length, channels, layout):
         results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
     for cpu, portable in zip(*results):
         torch.testing.assert_close(cpu, portable, rtol=1e-5, atol=1e-5)
+
+
+@needs_cpu_ops
+@pytest.mark.parametrize('channels', [6, 70, 384])
+def test_conv_channel_last_lanes_match_the_row_path_bitwise(channels):
+    """The channel-last forward's lane vectors (and its scalar remainder)
+    add the taps in the row path's order and take its sigmoid's bits."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 37, channels, generator=gen).transpose(1, 2)
+    weight = torch.randn(2 * channels, 4, generator=gen)
+    bias = torch.randn(2 * channels, generator=gen)
+    with ops.use_backend('cpu'), torch.no_grad():
+        lanes = ops.bidirectional_causal_conv1d_silu(x, weight, bias)
+        rows = ops.bidirectional_causal_conv1d_silu(x.contiguous(), weight,
+                                                    bias)
+    assert lanes.stride(1) == 1 and rows.stride(2) == 1
+    assert torch.equal(lanes, rows)
 
 
 @needs_cpu_ops

@@ -10,10 +10,11 @@
 // channel-last view), after which every loop runs over the tokens and
 // vectorises. oneDNN's depthwise conv takes ~1 GFLOP/s on these skinny
 // shapes, behind a padded copy of x. A channel-last x (the mixer's, a view of
-// in_proj's output) takes a path of its own in the forward: blocks of
-// adjacent channels, vectorised over them, and a channel-last output, the
-// layout the scan reads and x_proj multiplies without a copy; its backward
-// likewise, with grad_x channel-last.
+// in_proj's output) takes a path of its own in the forward: token by token,
+// each token's channels in lane vectors (cpu_lanes.h), into a channel-last
+// output, the layout the scan reads and x_proj multiplies without a copy;
+// its backward in blocks of adjacent channels, with grad_x channel-last.
+#include "cpu_lanes.h"
 #include "cpu_math.h"
 #include "cpu_ops.h"
 
@@ -111,67 +112,105 @@ inline std::vector<Segment> segments(int64_t d_in, int64_t d_out, int64_t revers
 
 constexpr int64_t kRowsPerTask = 16;
 constexpr int64_t kChannelBlock = 64;
+constexpr int64_t kTokensPerTask = 64;
 
 // The pre-activation of one token of a channel-last x for kWidth (or, if
 // 0, nc) adjacent channels: with a compile-time width the sums stay in
-// registers until the caller reads them.
+// registers until the caller reads them. weight_t: tap-major, taps
+// weight_stride apart.
 template <int kWidth, typename scalar_t, typename acc_t>
 inline void channel_last_pre(const ConvRows<scalar_t, acc_t>& rows, int64_t nc,
-                             const acc_t* weight_t, const acc_t* bias, const scalar_t* x,
-                             int64_t t, acc_t* pre) {
+                             const acc_t* weight_t, int64_t weight_stride, const acc_t* bias,
+                             const scalar_t* x, int64_t t, acc_t* pre) {
   const int64_t n = kWidth ? kWidth : nc, L = rows.length, K = rows.width;
   for (int64_t c = 0; c < n; ++c) pre[c] = bias ? bias[c] : acc_t(0);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t src_t = rows.source(t, k);
     if (src_t < 0 || src_t >= L) continue;
     const scalar_t* __restrict src = x + src_t * rows.token_stride;
-    const acc_t* __restrict w = weight_t + k * kChannelBlock;
+    const acc_t* __restrict w = weight_t + k * weight_stride;
     for (int64_t c = 0; c < n; ++c) pre[c] += w[c] * static_cast<acc_t>(src[c]);
   }
 }
 
 template <int kWidth, typename scalar_t, typename acc_t>
 inline void channel_last_token(const ConvRows<scalar_t, acc_t>& rows, int64_t nc,
-                               const acc_t* weight_t, const acc_t* bias, const scalar_t* x,
-                               int64_t t, scalar_t* dst) {
+                               const acc_t* weight_t, int64_t weight_stride, const acc_t* bias,
+                               const scalar_t* x, int64_t t, scalar_t* dst) {
   const int64_t n = kWidth ? kWidth : nc;
   acc_t pre[kWidth ? kWidth : kChannelBlock];
-  channel_last_pre<kWidth>(rows, nc, weight_t, bias, x, t, pre);
+  channel_last_pre<kWidth>(rows, nc, weight_t, weight_stride, bias, x, t, pre);
   for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<scalar_t>(pre[c] * sigmoid(pre[c]));
 }
 
-// A block's weights tap-major: weight_t[k * kChannelBlock + c].
+// Channels [c0, c0 + nc)'s weights tap-major: weight_t[k * stride + c].
 template <typename scalar_t, typename acc_t>
-void transpose_block_weights(const ConvRows<scalar_t, acc_t>& rows, int64_t c0, int64_t nc,
-                             acc_t* weight_t) {
+void transpose_weights(const ConvRows<scalar_t, acc_t>& rows, int64_t c0, int64_t nc,
+                       int64_t stride, acc_t* weight_t) {
   const int64_t K = rows.width;
   for (int64_t k = 0; k < K; ++k)
-    for (int64_t c = 0; c < nc; ++c)
-      weight_t[k * kChannelBlock + c] = rows.weight[(c0 + c) * K + k];
+    for (int64_t c = 0; c < nc; ++c) weight_t[k * stride + c] = rows.weight[(c0 + c) * K + k];
 }
 
-// The forward for a channel-last x into a channel-last out, kChannelBlock
-// channels of one batch entry per task.
+// The widest conv the lane path takes (Vim's is 4).
+constexpr int64_t kMaxLaneWidth = 8;
+
+// The first `vectors` lane vectors of channels of one token of a float
+// channel-last x: the same sums in the same order as channel_last_pre (a
+// tap outside the sequence adds nothing), and cpu_lanes.h's sigmoid, which
+// gives cpu_math.h's bits. The taps' rows are found once per token: found
+// per vector, as channel_last_pre does, they cost 12 instructions an output.
+inline void channel_last_token_lanes(const ConvRows<float, float>& rows, int64_t vectors,
+                                     const float* weight_t, int64_t weight_stride,
+                                     const float* bias, const float* x, int64_t t, float* dst) {
+  const int64_t L = rows.length, K = rows.width;
+  const float* src[kMaxLaneWidth];
+  const float* w[kMaxLaneWidth];
+  int64_t taps = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t src_t = rows.source(t, k);
+    if (src_t < 0 || src_t >= L) continue;
+    src[taps] = x + src_t * rows.token_stride;
+    w[taps++] = weight_t + k * weight_stride;
+  }
+  for (int64_t c = 0; c < vectors * kLanes; c += kLanes) {
+    LaneFloats pre = bias ? load_lanes(bias + c) : LaneFloats{};
+    for (int64_t k = 0; k < taps; ++k) pre += load_lanes(w[k] + c) * load_lanes(src[k] + c);
+    store_lanes(dst + c, pre * sigmoid_lanes(pre));
+  }
+}
+
+// The forward for a channel-last x into a channel-last out: tasks of
+// kTokensPerTask tokens of one batch entry, each token's channels in one
+// sweep, so that x and out are read and written front to back (64-channel
+// blocks walked over all tokens, strided, ran 1.45x slower once the
+// arithmetic ran in lanes).
 template <typename scalar_t, typename acc_t>
 void forward_channel_last(const ConvRows<scalar_t, acc_t>& rows, int64_t batch,
                           const ConvOut<scalar_t>& out) {
   const int64_t d = rows.channels, L = rows.length, K = rows.width;
-  const int64_t blocks = (d + kChannelBlock - 1) / kChannelBlock;
-  torch::stable::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> weight_t(K * kChannelBlock);
+  const int64_t tiles = (L + kTokensPerTask - 1) / kTokensPerTask;
+  std::vector<acc_t> weight_t(K * d);
+  transpose_weights(rows, 0, d, d, weight_t.data());
+  constexpr bool kLanePath = std::is_same<scalar_t, float>::value && std::is_same<acc_t, float>::value;
+  const int64_t vectors = kLanePath && K <= kMaxLaneWidth ? d / kLanes : 0;
+  torch::stable::parallel_for(0, batch * tiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / blocks, c0 = (task % blocks) * kChannelBlock;
-      const int64_t nc = std::min(kChannelBlock, d - c0);
-      transpose_block_weights(rows, c0, nc, weight_t.data());
-      const acc_t* bias = rows.bias ? rows.bias + c0 : nullptr;
-      const scalar_t* x = rows.x + b * rows.batch_stride + c0;
-      scalar_t* dst = out.row(b, c0);
-      for (int64_t t = 0; t < L; ++t) {
-        scalar_t* dst_t = dst + t * out.token_stride;
-        if (nc == kChannelBlock)
-          channel_last_token<kChannelBlock>(rows, nc, weight_t.data(), bias, x, t, dst_t);
-        else
-          channel_last_token<0>(rows, nc, weight_t.data(), bias, x, t, dst_t);
+      const int64_t b = task / tiles, t0 = (task % tiles) * kTokensPerTask;
+      const scalar_t* x = rows.x + b * rows.batch_stride;
+      for (int64_t t = t0; t < std::min(L, t0 + kTokensPerTask); ++t) {
+        scalar_t* dst = out.row(b, 0) + t * out.token_stride;
+        if constexpr (kLanePath)
+          channel_last_token_lanes(rows, vectors, weight_t.data(), d, rows.bias, x, t, dst);
+        for (int64_t c0 = vectors * kLanes; c0 < d; c0 += kChannelBlock) {
+          const int64_t nc = std::min(kChannelBlock, d - c0);
+          const acc_t* bias = rows.bias ? rows.bias + c0 : nullptr;
+          if (nc == kChannelBlock)
+            channel_last_token<kChannelBlock>(rows, nc, weight_t.data() + c0, d, bias, x + c0, t,
+                                              dst + c0);
+          else
+            channel_last_token<0>(rows, nc, weight_t.data() + c0, d, bias, x + c0, t, dst + c0);
+        }
       }
     }
   });
@@ -196,7 +235,7 @@ void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks, c0 = (task % blocks) * kChannelBlock;
       const int64_t nc = std::min(kChannelBlock, d - c0);
-      transpose_block_weights(rows, c0, nc, weight_t.data());
+      transpose_weights(rows, c0, nc, kChannelBlock, weight_t.data());
       std::fill(weight_sums.begin(), weight_sums.end(), acc_t(0));
       std::fill(bias_sums.begin(), bias_sums.end(), acc_t(0));
       const acc_t* bias = rows.bias ? rows.bias + c0 : nullptr;
@@ -204,9 +243,10 @@ void backward_channel_last(const ConvRows<scalar_t, acc_t>& rows,
       const scalar_t* g = grads.x + b * grads.batch_stride + c0 * grads.channel_stride;
       for (int64_t t = 0; t < L; ++t) {
         if (nc == kChannelBlock)
-          channel_last_pre<kChannelBlock>(rows, nc, weight_t.data(), bias, x, t, pre);
+          channel_last_pre<kChannelBlock>(rows, nc, weight_t.data(), kChannelBlock, bias, x, t,
+                                          pre);
         else
-          channel_last_pre<0>(rows, nc, weight_t.data(), bias, x, t, pre);
+          channel_last_pre<0>(rows, nc, weight_t.data(), kChannelBlock, bias, x, t, pre);
         const scalar_t* g_t = g + t * grads.token_stride;
         acc_t* __restrict gp = grad_pre.data() + t * kChannelBlock;
         for (int64_t c = 0; c < nc; ++c) {

@@ -1,0 +1,151 @@
+// Vectors of floats for mmvim's CPU kernels, written with GCC/Clang vector
+// types: built with -O3 and the installing machine's instruction set they
+// become AVX-512, AVX2 or NEON registers. The transcendentals give the same
+// bits as cpu_math.h's scalar ones, so a vectorised path and a scalar path
+// of one kernel agree exactly.
+#pragma once
+
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
+#include "cpu_math.h"
+#include "stable_tensor.h"
+
+#include <cstdint>
+#include <cstring>
+
+namespace mmvim {
+
+// Math<float>::exp2 on a vector of floats V (I: its int32 twin): the same
+// clamp, rounding to nearest even, polynomial and power of two, so both give
+// the same bits. AVX-512 has an instruction each for the rounding and the
+// scaling by 2^k; elsewhere the scaling adds k to the exponent field of the
+// polynomial's value (in [2^-0.5, 2^0.5], so the result stays a normal
+// number for every clamped k and equals p * 2^k exactly), an integer add
+// that leaves the multiply units to the scan. kNonPositive: the caller knows
+// x <= 0 (dt >= 0, A <= 0, as in every Mamba layer), so the upper clamp,
+// which never applies there, is skipped.
+template <typename V, typename I, bool kNonPositive = false>
+inline V exp2_vec(V x) {
+  const V low = V{} - 115.f, high = V{} + 126.f;
+#if defined(__AVX__)
+  if constexpr (sizeof(V) == 32) {
+    x = (V)_mm256_max_ps((__m256)x, (__m256)low);  // one instruction, not compare + blend
+  } else {
+    x = x < low ? low : x;
+  }
+#else
+  x = x < low ? low : x;
+#endif
+  if constexpr (!kNonPositive) x = x > high ? high : x;
+#ifdef __AVX512F__
+  constexpr bool kAvx512 = sizeof(V) == 64;
+#else
+  constexpr bool kAvx512 = false;
+#endif
+  V k;
+  I k_int;
+  if constexpr (kAvx512) {
+#ifdef __AVX512F__
+    k = (V)_mm512_maskz_roundscale_ps(0xffff, (__m512)x, _MM_FROUND_TO_NEAREST_INT);
+#endif
+  } else {
+#if defined(__AVX__)
+    if constexpr (sizeof(V) == 32) {
+      // Converting rounds to nearest even (MXCSR's default), as the
+      // 1.5 * 2^23 addition below does; two conversions, not three adds.
+      k_int = (I)_mm256_cvtps_epi32((__m256)x);
+      k = __builtin_convertvector(k_int, V);
+    } else {
+      k = (x + 12582912.f) - 12582912.f;  // 1.5 * 2^23: exact for |x| < 2^22
+      k_int = __builtin_convertvector(k, I);
+    }
+#else
+    k = (x + 12582912.f) - 12582912.f;  // 1.5 * 2^23: exact for |x| < 2^22
+    k_int = __builtin_convertvector(k, I);
+#endif
+  }
+  const V f = x - k;
+  V p = f * 1.53375851e-04f + 1.33998699e-03f;
+  p = p * f + 9.61851959e-03f;
+  p = p * f + 5.55032897e-02f;
+  p = p * f + 2.40226466e-01f;
+  p = p * f + 6.93147206e-01f;
+  p = p * f + 1.0f;
+  if constexpr (kAvx512) {
+#ifdef __AVX512F__
+    return (V)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)k);
+#endif
+  }
+  I bits;
+  std::memcpy(&bits, &p, sizeof(bits));
+  bits += k_int << 23;
+  std::memcpy(&p, &bits, sizeof(p));
+  return p;
+}
+
+// A lane vector is one register of the build target: 16 floats with
+// AVX-512, 8 with AVX2, 4 otherwise (SSE, NEON), so that a d_state-16 state
+// fits the register file (16 lanes on AVX2 took twice its registers and ran
+// 5x slower than 8).
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;
+#elif defined(__AVX__)
+constexpr int64_t kLanes = 8;
+#else
+constexpr int64_t kLanes = 4;
+#endif
+typedef float LaneFloats __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t LaneInts __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline LaneFloats load_lanes(const float* p) {
+  LaneFloats v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store_lanes(float* p, LaneFloats v) { std::memcpy(p, &v, sizeof(v)); }
+
+// softplus and sigmoid of a lane vector: cpu_math.h's formulas with exp2_vec,
+// so that the per-token work of a tile (a softplus and a sigmoid per token
+// and channel, as many instructions as the scan's own when left to scalar
+// libm-style code) runs in the lanes too.
+inline LaneFloats exp_lanes(LaneFloats x) {
+  return exp2_vec<LaneFloats, LaneInts>(x * float(kLog2e));
+}
+
+inline LaneFloats softplus_lanes(LaneFloats x) {
+  const LaneFloats zero{};
+  const LaneFloats magnitude = x < zero ? -x : x;
+  const LaneFloats y = exp2_vec<LaneFloats, LaneInts, true>(-magnitude * float(kLog2e));
+  return (x > zero ? x : zero) + log1p01_series(y);
+}
+
+inline LaneFloats sigmoid_lanes(LaneFloats x) { return 1.f / (1.f + exp_lanes(-x)); }
+
+typedef uint16_t LaneU16 __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+typedef uint32_t LaneU32 __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+
+// bf16 <-> float a lane vector at a time, bit for bit as c10::BFloat16
+// converts one value (widening; rounding to nearest even, NaN to 0x7FC0):
+// one value at a time, bf16 inputs made the scan slower than fp32 ones.
+inline LaneFloats bf16_to_lanes(const c10::BFloat16* src) {
+  LaneU16 raw;
+  std::memcpy(&raw, src, sizeof(raw));
+  const LaneU32 bits = __builtin_convertvector(raw, LaneU32) << 16;
+  LaneFloats v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+inline void lanes_to_bf16(LaneFloats v, c10::BFloat16* dst) {
+  LaneU32 bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const LaneU32 rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16;
+  const LaneU32 result = v != v ? LaneU32{} + 0x7FC0u : rounded;
+  const LaneU16 narrow = __builtin_convertvector(result, LaneU16);
+  std::memcpy(dst, &narrow, sizeof(narrow));
+}
+
+}  // namespace mmvim
