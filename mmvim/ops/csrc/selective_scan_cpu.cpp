@@ -484,7 +484,7 @@ struct LaneScratch {
 // low-rank delta's r products, the softplus) is a chain of dependent
 // instructions, tens of cycles long; a few tokens' chains side by side keep
 // the vector units busy where one token at a time left them waiting.
-constexpr int64_t kTokensTogether = 4;
+constexpr int64_t kTokensTogether = 8;
 
 // Fills s.u, s.pre, s.dt, s.du and s.y = D u for the `len` tokens of one
 // chunk of `tile` (token0 + j * token_step), in one pass; returns whether
