@@ -3,11 +3,14 @@ import argparse
 import os
 
 import pytest
+import torch
+import torch.distributed as dist
 from mmengine.config import Config
 
 from mmvim.runtime import RunSetupError
 from mmvim.runtime.command_line import (DEBUG_ENV, add_cfg_options,
                                         add_launcher_options,
+                                        leave_process_group,
                                         parse_launched_args, run_runner,
                                         task_library, tool_parser,
                                         user_errors)
@@ -76,3 +79,23 @@ def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match='error: no data'):
         with user_errors():
             raise RunSetupError('no data')
+
+
+def test_leave_process_group_joins_gloo_threads(tmp_path):
+    """A gloo worker still alive at interpreter shutdown can abort the
+    process (see leave_process_group): leaving the group ends its threads."""
+    def thread_count():
+        return len(os.listdir('/proc/self/task'))
+
+    if not os.path.isdir('/proc/self/task'):
+        pytest.skip('needs Linux /proc to count threads')
+    before = thread_count()
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
+                            rank=0, world_size=1)
+    try:
+        dist.all_reduce(torch.ones(3))
+        assert thread_count() > before  # gloo's workers
+    finally:
+        leave_process_group()
+    assert not dist.is_initialized()
+    assert thread_count() == before
