@@ -335,9 +335,7 @@ inline LaneFloats rounded_to(LaneFloats v) {
   if constexpr (std::is_same<scalar_t, float>::value) {
     return v;
   } else if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) {
-    c10::BFloat16 narrow[kLanes];
-    lanes_to_bf16(v, narrow);
-    return bf16_to_lanes(narrow);
+    return bf16_rounded_lanes(v);
   } else {
     for (int64_t r = 0; r < kLanes; ++r) v[r] = static_cast<float>(static_cast<scalar_t>(v[r]));
     return v;
