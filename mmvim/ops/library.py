@@ -126,9 +126,10 @@ def full_delta(delta: torch.Tensor, delta_weight: Optional[torch.Tensor],
     if delta_weight is None:
         return delta
     batch, groups, rank, length = delta.shape
-    weight = delta_weight.to(delta.dtype).view(groups, channels // groups,
-                                               rank)
-    return torch.matmul(weight, delta).view(batch, channels, length)
+    compute = _product_dtype(delta)
+    weight = delta_weight.to(compute).view(groups, channels // groups, rank)
+    return torch.matmul(weight, delta.to(compute)).view(
+        batch, channels, length).to(delta.dtype)
 
 
 def low_rank_delta_gradients(grad_delta: torch.Tensor, delta: torch.Tensor,
@@ -136,12 +137,21 @@ def low_rank_delta_gradients(grad_delta: torch.Tensor, delta: torch.Tensor,
     """The gradients of :func:`full_delta`'s factor and weight from the
     full delta's (b, d, l)."""
     batch, groups, rank, length = delta.shape
-    grad = grad_delta.view(batch, groups, -1, length)
-    weight = delta_weight.to(grad.dtype).view(groups, -1, rank)
+    compute = _product_dtype(grad_delta)
+    grad = grad_delta.to(compute).view(batch, groups, -1, length)
+    weight = delta_weight.to(compute).view(groups, -1, rank)
     grad_factor = torch.matmul(weight.transpose(-1, -2), grad)
-    grad_weight = torch.matmul(grad, delta.to(grad.dtype).transpose(
+    grad_weight = torch.matmul(grad, delta.to(compute).transpose(
         -1, -2)).sum(0).view(delta_weight.shape)
     return grad_factor.to(delta.dtype), grad_weight.to(delta_weight.dtype)
+
+
+def _product_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The low-rank delta's products run in float32 for half-precision
+    factors, as the scan kernels accumulate them: a CPU without bf16
+    arithmetic ran them in bf16 several times slower (a Vim-Ti scan's
+    backward 2x slower with bf16 inputs than with fp32 ones)."""
+    return torch.promote_types(tensor.dtype, torch.float32)
 
 
 def empty_output(u: torch.Tensor, reverse_from, average_directions: bool):
