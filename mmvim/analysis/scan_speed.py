@@ -11,6 +11,7 @@ from mmvim.analysis.timing import median_seconds
 # A Vim layer: both directions' 2 x d_inner channels in one call, d_state 16.
 VIM_TINY_CHANNELS = 2 * 384
 D_STATE = 16
+DT_RANK = 12  # ceil(192 / 16)
 
 
 def machine_limits(repeats: int = 5) -> Dict[str, float]:
@@ -27,10 +28,12 @@ def machine_limits(repeats: int = 5) -> Dict[str, float]:
 
 def scan_inputs(length: int, batch: int = 1, channels: int = VIM_TINY_CHANNELS,
                 dtype=torch.float32) -> Dict[str, torch.Tensor]:
-    """Random inputs of one fused two-direction Vim scan call (the mixer
-    averages the directions in it), in the layouts the mixer passes: u,
-    delta and z channel-last (b, l, d) memory seen as (b, d, l), B and C
-    contiguous."""
+    """Random inputs of one fused two-direction Vim scan call, as the mixer
+    passes them: u and z channel-last (views of (b, l, d) projections);
+    delta as its low-rank factor (b, 2, dt_rank, l) with ``delta_weight``
+    (d, dt_rank), the factor, B and C views of token-major (b, 2, l, k)
+    stacks. ``dtype`` for the activations; the SSM parameters stay float32,
+    as the mixer makes them."""
     gen = torch.Generator().manual_seed(0)
 
     def randn(*shape):
@@ -39,24 +42,29 @@ def scan_inputs(length: int, batch: int = 1, channels: int = VIM_TINY_CHANNELS,
     def channel_last(batch_, channels_, length_):
         return randn(batch_, length_, channels_).transpose(1, 2)
 
+    def token_major(width):
+        return randn(batch, 2, length, width).transpose(-1, -2)
+
     return dict(u=channel_last(batch, channels, length),
-                delta=channel_last(batch, channels, length) * 0.5 - 2,
+                delta=token_major(DT_RANK) * 0.5,
                 A=-torch.rand(channels, D_STATE, generator=gen) * 8,
-                B=randn(batch, 2, D_STATE, length),
-                C=randn(batch, 2, D_STATE, length),
-                D=randn(channels).float(),
+                B=token_major(D_STATE),
+                C=token_major(D_STATE),
+                D=torch.randn(channels, generator=gen),
                 z=channel_last(batch, channels // 2, length),
-                delta_bias=randn(channels).float() * 0.1)
+                delta_bias=torch.randn(channels, generator=gen) * 0.1 - 2,
+                delta_weight=torch.randn(channels, DT_RANK, generator=gen) *
+                DT_RANK**-0.5)
 
 
 def scan_speed(backends: List[str], lengths: List[int], repeats: int = 5,
-               train: bool = False) -> List[Dict]:
+               train: bool = False, dtype=torch.float32) -> List[Dict]:
     """One row per (length, backend): seconds per call and state updates per
     second (b * d * l * n per direction-channel; forward + backward when
     ``train``, counting the forward's updates only)."""
     rows = []
     for length in lengths:
-        inputs = scan_inputs(length)
+        inputs = scan_inputs(length, dtype=dtype)
         updates = inputs['u'].numel() * D_STATE
         for backend in backends:
             leaves = {k: v.clone().requires_grad_(train)

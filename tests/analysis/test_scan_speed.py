@@ -1,7 +1,8 @@
 import torch
 
 from mmvim import ops
-from mmvim.analysis.scan_speed import D_STATE, VIM_TINY_CHANNELS, scan_inputs
+from mmvim.analysis.scan_speed import (D_STATE, DT_RANK, VIM_TINY_CHANNELS,
+                                       scan_inputs)
 
 
 def test_inputs_are_one_fused_two_direction_call_and_repeatable():
@@ -9,9 +10,13 @@ def test_inputs_are_one_fused_two_direction_call_and_repeatable():
     assert inputs['u'].shape == (2, VIM_TINY_CHANNELS, 5)
     assert inputs['A'].shape == (VIM_TINY_CHANNELS, D_STATE)
     assert inputs['B'].shape == (2, 2, D_STATE, 5)
+    assert inputs['delta'].shape == (2, 2, DT_RANK, 5)  # low-rank factor
+    assert inputs['delta_weight'].shape == (VIM_TINY_CHANNELS, DT_RANK)
     assert inputs['z'].shape == (2, VIM_TINY_CHANNELS // 2, 5)
-    # The mixer's layouts: u, delta, z are views of (b, l, d) projections.
-    assert all(inputs[key].stride(1) == 1 for key in ('u', 'delta', 'z'))
+    # The mixer's layouts: u, z are views of (b, l, d) projections; the
+    # delta factor, B and C views of token-major (b, 2, l, k) stacks.
+    assert all(inputs[key].stride(1) == 1 for key in ('u', 'z'))
+    assert all(inputs[key].stride(-2) == 1 for key in ('delta', 'B', 'C'))
     assert (inputs['A'] < 0).all()  # decaying states
     again = scan_inputs(length=5, batch=2)
     assert all(torch.equal(inputs[key], again[key]) for key in inputs)

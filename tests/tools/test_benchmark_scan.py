@@ -9,3 +9,11 @@ def test_scan_benchmark_reports_every_backend_and_the_limits(
         (3, 'torch'), (3, 'sequential'), (9, 'torch'), (9, 'sequential')]
     assert all(r['gupdates_per_s'] > 0 and r['mode'] == 'train' for r in rows)
     assert 'G state updates/s' in capsys.readouterr().out
+
+
+def test_scan_benchmark_takes_bf16_activations(tool_module, capsys):
+    benchmark_scan = tool_module('tools/analysis_tools/benchmark_scan.py')
+    _, rows = benchmark_scan.main(['--backends', 'torch', '--lengths', '3',
+                                   '--repeats', '1', '--dtype', 'bf16'])
+    assert [r['length'] for r in rows] == [3]
+    assert 'inference bf16 L=3' in capsys.readouterr().out
