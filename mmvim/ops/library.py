@@ -244,9 +244,14 @@ def _register_scan_autograd(backend: str) -> None:
                 'so it kept nothing for a backward; call it with '
                 'save_states=True where a gradient is needed')
         if ctx.average_directions:
-            # Each direction contributed half of every averaged value.
+            # Each direction contributed half of every averaged value. Both
+            # copies go into a tensor of grad_y's layout: torch.cat of the
+            # channel-last gradient out_proj returns took 8x as long (1.5
+            # ms of a Vim-Ti layer's 25 ms backward at 1025 tokens).
             half = grad_y * 0.5
-            grad_y = torch.cat([half, half], dim=1)
+            grad_y = empty_in_layout_of(half, channels=2 * half.shape[1])
+            grad_y[:, :half.shape[1]].copy_(half)
+            grad_y[:, half.shape[1]:].copy_(half)
         delta = inputs[1]
         grads = list(backward(inputs[0],
                               full_delta(delta, delta_weight,
