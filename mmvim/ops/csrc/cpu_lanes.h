@@ -99,13 +99,23 @@ constexpr int64_t kLanes = 4;
 typedef float LaneFloats __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t LaneInts __attribute__((vector_size(kLanes * sizeof(int32_t))));
 
-inline LaneFloats load_lanes(const float* p) {
-  LaneFloats v;
+// An unaligned load or store of a vector of floats V (a lane vector, or the
+// row path's 16-float state).
+template <typename V>
+inline V load_vector(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-inline void store_lanes(float* p, LaneFloats v) { std::memcpy(p, &v, sizeof(v)); }
+template <typename V>
+inline void store_vector(float* p, V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+inline LaneFloats load_lanes(const float* p) { return load_vector<LaneFloats>(p); }
+
+inline void store_lanes(float* p, LaneFloats v) { store_vector(p, v); }
 
 // softplus and sigmoid of a lane vector: cpu_math.h's formulas with exp2_vec,
 // so that the per-token work of a tile (a softplus and a sigmoid per token

@@ -56,14 +56,6 @@ typedef int32_t Int16 __attribute__((vector_size(64)));
 
 inline Float16 exp2_16(Float16 x) { return exp2_vec<Float16, Int16>(x); }
 
-inline Float16 load16(const float* p) {
-  Float16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-inline void store16(float* p, Float16 v) { std::memcpy(p, &v, sizeof(v)); }
-
 inline float tree_sum16(Float16 v) {
   const Float8 eight = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                        __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -190,11 +182,11 @@ template <typename acc_t, int kN>
 inline acc_t forward_token(int64_t N, acc_t dt, acc_t du, const acc_t* A2, const acc_t* B,
                            const acc_t* C, const acc_t* prev, acc_t* h, acc_t* decay) {
   if constexpr (kN == 16 && std::is_same<acc_t, float>::value) {
-    const Float16 a = exp2_16(dt * load16(A2));
-    const Float16 state = a * load16(prev) + du * load16(B);
-    store16(h, state);
-    if (decay) store16(decay, a);
-    return tree_sum16(state * load16(C));
+    const Float16 a = exp2_16(dt * load_vector<Float16>(A2));
+    const Float16 state = a * load_vector<Float16>(prev) + du * load_vector<Float16>(B);
+    store_vector(h, state);
+    if (decay) store_vector(decay, a);
+    return tree_sum16(state * load_vector<Float16>(C));
   } else {
     acc_t readout = 0;
     for (int64_t n = 0; n < N; ++n) {
@@ -220,14 +212,14 @@ inline void backward_token(int64_t N, acc_t g, acc_t dt, acc_t du, const acc_t* 
   if constexpr (kN == 16 && std::is_same<acc_t, float>::value) {
     // Written with vector types: the vectoriser leaves this loop scalar
     // (it cannot prove the seven arrays apart).
-    const Float16 lambda = g * load16(C) + load16(carry);
-    const Float16 w = lambda * load16(a) * load16(prev);
-    store16(grad_A, load16(grad_A) + w * dt);
-    store16(dB, load16(dB) + lambda * du);
-    store16(dC, load16(dC) + g * load16(h));
-    store16(carry, load16(a) * lambda);
-    sum_wA = tree_sum16(w * load16(A));
-    sum_lambdaB = tree_sum16(lambda * load16(B));
+    const Float16 lambda = g * load_vector<Float16>(C) + load_vector<Float16>(carry);
+    const Float16 w = lambda * load_vector<Float16>(a) * load_vector<Float16>(prev);
+    store_vector(grad_A, load_vector<Float16>(grad_A) + w * dt);
+    store_vector(dB, load_vector<Float16>(dB) + lambda * du);
+    store_vector(dC, load_vector<Float16>(dC) + g * load_vector<Float16>(h));
+    store_vector(carry, load_vector<Float16>(a) * lambda);
+    sum_wA = tree_sum16(w * load_vector<Float16>(A));
+    sum_lambdaB = tree_sum16(lambda * load_vector<Float16>(B));
   } else {
     sum_wA = sum_lambdaB = 0;
     for (int64_t n = 0; n < N; ++n) {
