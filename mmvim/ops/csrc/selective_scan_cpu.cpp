@@ -376,40 +376,32 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
         hv[n] = load_lanes(h + (n0 + n) * kLanes);
         a2v[n] = load_lanes(A2 + (n0 + n) * kLanes);
       }
+      // With kDecaysFirst, the chunk's decays first, into L1.
+      alignas(64) float decays[kDecaysFirst ? kChunk * kPass * kLanes : 1];
+      const auto decay = [&](LaneFloats dtv, int n) {
+        return exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]);
+      };
       if constexpr (kDecaysFirst) {
-        alignas(64) float decays[kChunk * kPass * kLanes];
         for (int64_t j = 0; j < len; ++j) {
           const LaneFloats dtv = load_lanes(dt + j * kLanes);
 #pragma GCC unroll 16
           for (int n = 0; n < kPass; ++n)
-            store_lanes(decays + (j * kPass + n) * kLanes,
-                        exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]));
+            store_lanes(decays + (j * kPass + n) * kLanes, decay(dtv, n));
         }
-        for (int64_t j = 0; j < len; ++j) {
-          const float* B = Bt + (token0 + j * token_step) * kN + n0;
-          const float* C = Ct + (token0 + j * token_step) * kN + n0;
-          const LaneFloats duv = load_lanes(du + j * kLanes);
-          LaneFloats acc = load_lanes(y + j * kLanes);
+      }
+      for (int64_t j = 0; j < len; ++j) {
+        const float* B = Bt + (token0 + j * token_step) * kN + n0;
+        const float* C = Ct + (token0 + j * token_step) * kN + n0;
+        const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
+        LaneFloats acc = load_lanes(y + j * kLanes);
 #pragma GCC unroll 16
-          for (int n = 0; n < kPass; ++n) {
-            hv[n] = load_lanes(decays + (j * kPass + n) * kLanes) * hv[n] + duv * B[n];
-            acc += hv[n] * C[n];
-          }
-          store_lanes(y + j * kLanes, acc);
+        for (int n = 0; n < kPass; ++n) {
+          const LaneFloats a = kDecaysFirst ? load_lanes(decays + (j * kPass + n) * kLanes)
+                                            : decay(dtv, n);
+          hv[n] = a * hv[n] + duv * B[n];
+          acc += hv[n] * C[n];
         }
-      } else {
-        for (int64_t j = 0; j < len; ++j) {
-          const float* B = Bt + (token0 + j * token_step) * kN + n0;
-          const float* C = Ct + (token0 + j * token_step) * kN + n0;
-          const LaneFloats dtv = load_lanes(dt + j * kLanes), duv = load_lanes(du + j * kLanes);
-          LaneFloats acc = load_lanes(y + j * kLanes);
-#pragma GCC unroll 16
-          for (int n = 0; n < kPass; ++n) {
-            hv[n] = exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]) * hv[n] + duv * B[n];
-            acc += hv[n] * C[n];
-          }
-          store_lanes(y + j * kLanes, acc);
-        }
+        store_lanes(y + j * kLanes, acc);
       }
       for (int n = 0; n < kPass; ++n) store_lanes(h + (n0 + n) * kLanes, hv[n]);
     }
