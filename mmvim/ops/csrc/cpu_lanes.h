@@ -149,16 +149,26 @@ inline LaneFloats bf16_to_lanes(const c10::BFloat16* src) {
   return v;
 }
 
-// The float bits of each lane rounded to bf16 (the low 16 bits zero).
-inline LaneU32 bf16_rounded_bits(LaneFloats v) {
+// Each lane's bf16 bits, in the low half of its 32 bits.
+inline LaneU32 bf16_bits(LaneFloats v) {
   LaneU32 bits;
   std::memcpy(&bits, &v, sizeof(bits));
-  const LaneU32 rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) & 0xFFFF0000u;
-  return v != v ? LaneU32{} + 0x7FC00000u : rounded;
+  const LaneU32 rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16;
+  return v != v ? LaneU32{} + 0x7FC0u : rounded;
 }
 
 inline void lanes_to_bf16(LaneFloats v, c10::BFloat16* dst) {
-  const LaneU16 narrow = __builtin_convertvector(bf16_rounded_bits(v) >> 16, LaneU16);
+  const LaneU32 bits = bf16_bits(v);
+#if defined(__AVX2__)
+  if constexpr (sizeof(bits) == 32) {
+    // Packing with unsigned saturation keeps values below 2^16 as they are:
+    // no mask first, as the generic narrowing below needs.
+    const __m256i packed = _mm256_packus_epi32((__m256i)bits, (__m256i)bits);
+    const __m256i ordered = _mm256_permute4x64_epi64(packed, 0xD8);
+    return _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(ordered));
+  }
+#endif
+  const LaneU16 narrow = __builtin_convertvector(bits, LaneU16);
   std::memcpy(dst, &narrow, sizeof(narrow));
 }
 
@@ -166,7 +176,7 @@ inline void lanes_to_bf16(LaneFloats v, c10::BFloat16* dst) {
 // store then a load would give, without narrowing to 16 bits and back
 // (which made the bf16 gate pass twice as slow as the float one on AVX2).
 inline LaneFloats bf16_rounded_lanes(LaneFloats v) {
-  const LaneU32 bits = bf16_rounded_bits(v);
+  const LaneU32 bits = bf16_bits(v) << 16;
   std::memcpy(&v, &bits, sizeof(v));
   return v;
 }
