@@ -159,17 +159,17 @@ inline LaneU32 bf16_bits(LaneFloats v) {
 
 inline void lanes_to_bf16(LaneFloats v, c10::BFloat16* dst) {
   const LaneU32 bits = bf16_bits(v);
-#if defined(__AVX2__)
-  if constexpr (sizeof(bits) == 32) {
-    // Packing with unsigned saturation keeps values below 2^16 as they are:
-    // no mask first, as the generic narrowing below needs.
-    const __m256i packed = _mm256_packus_epi32((__m256i)bits, (__m256i)bits);
-    const __m256i ordered = _mm256_permute4x64_epi64(packed, 0xD8);
-    return _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(ordered));
-  }
-#endif
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  // 8 lanes: packing with unsigned saturation keeps values below 2^16 as
+  // they are, with no mask first, as the generic narrowing below needs (AVX-512
+  // narrows in one instruction).
+  const __m256i packed = _mm256_packus_epi32((__m256i)bits, (__m256i)bits);
+  const __m256i ordered = _mm256_permute4x64_epi64(packed, 0xD8);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(ordered));
+#else
   const LaneU16 narrow = __builtin_convertvector(bits, LaneU16);
   std::memcpy(dst, &narrow, sizeof(narrow));
+#endif
 }
 
 // v rounded to bf16 and widened back, in 32-bit lanes: the value a bf16
