@@ -149,6 +149,24 @@ def test_lane_tiles_with_growing_states_match():
 
 
 @needs_cpu_ops
+def test_chunks_with_and_without_the_exp_clamp_match():
+    """The lanes skip exp2's lower clamp (dt A log2 e >= -115) in chunks
+    where the largest dt times the most negative A cannot reach it: chunks
+    of both kinds, and one of each inside the same call, against the token
+    loop (a 64-token chunk with dt ~ 0.02, one with dt A ~ -180, one with a
+    single such token)."""
+    inputs = make_inputs(batch=1, channels=17, length=3 * 64)
+    inputs['A'][:, 0] = -60.
+    pre = torch.full((192, ), -4.)
+    pre[64:128] = 3.
+    pre[150] = 3.
+    inputs['delta'][0] = pre
+    inputs['delta_bias'].zero_()
+    assert_same(run('cpu', inputs, True), run('sequential', inputs, True),
+                rtol=1e-4, atol=1e-4)
+
+
+@needs_cpu_ops
 def test_other_state_sizes_match():
     inputs = make_inputs(state=5, length=40, groups=2)
     assert_same(run('cpu', inputs, True), run('sequential', inputs, True),

@@ -25,19 +25,24 @@ namespace mmvim {
 // number for every clamped k and equals p * 2^k exactly), an integer add
 // that leaves the multiply units to the scan. kNonPositive: the caller knows
 // x <= 0 (dt >= 0, A <= 0, as in every Mamba layer), so the upper clamp,
-// which never applies there, is skipped.
-template <typename V, typename I, bool kNonPositive = false>
+// which never applies there, is skipped; kAboveLow: it knows x >= -115 too,
+// and the lower clamp goes as well (one operation of 13 on the FMA pipes:
+// 1.65 -> 1.55 ns per 8 decays on Zen 3).
+template <typename V, typename I, bool kNonPositive = false, bool kAboveLow = false>
 inline V exp2_vec(V x) {
+  static_assert(kNonPositive || !kAboveLow, "kAboveLow is for x in [-115, 0]");
   const V low = V{} - 115.f, high = V{} + 126.f;
+  if constexpr (!kAboveLow) {
 #if defined(__AVX__)
-  if constexpr (sizeof(V) == 32) {
-    x = (V)_mm256_max_ps((__m256)x, (__m256)low);  // one instruction, not compare + blend
-  } else {
-    x = x < low ? low : x;
-  }
+    if constexpr (sizeof(V) == 32) {
+      x = (V)_mm256_max_ps((__m256)x, (__m256)low);  // one instruction, not compare + blend
+    } else {
+      x = x < low ? low : x;
+    }
 #else
-  x = x < low ? low : x;
+    x = x < low ? low : x;
 #endif
+  }
   if constexpr (!kNonPositive) x = x > high ? high : x;
 #ifdef __AVX512F__
   constexpr bool kAvx512 = sizeof(V) == 64;

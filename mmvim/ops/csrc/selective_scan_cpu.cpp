@@ -364,7 +364,7 @@ constexpr bool kDecaysFirst = kLanes < 16;
 // The scan over one chunk in lanes; h (N * kLanes floats) in and out. y
 // holds D u on entry and gets <C, h> added, state by state in order (the
 // sum is the same whatever the passes).
-template <int kN, bool kNonPositive>
+template <int kN, bool kNonPositive, bool kAboveLow>
 inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float* du,
                             const float* A2, const float* Bt, const float* Ct, int64_t token0,
                             int64_t token_step, float* h, float* y) {
@@ -379,7 +379,7 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
       // With kDecaysFirst, the chunk's decays first, into L1.
       alignas(64) float decays[kDecaysFirst ? kChunk * kPass * kLanes : 1];
       const auto decay = [&](LaneFloats dtv, int n) {
-        return exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * a2v[n]);
+        return exp2_vec<LaneFloats, LaneInts, kNonPositive, kAboveLow>(dtv * a2v[n]);
       };
       if constexpr (kDecaysFirst) {
         for (int64_t j = 0; j < len; ++j) {
@@ -413,7 +413,7 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
       LaneFloats acc = load_lanes(y + j * kLanes);
       for (int64_t n = 0; n < N; ++n) {
         const LaneFloats decay =
-            exp2_vec<LaneFloats, LaneInts, kNonPositive>(dtv * load_lanes(A2 + n * kLanes));
+            exp2_vec<LaneFloats, LaneInts, kNonPositive, kAboveLow>(dtv * load_lanes(A2 + n * kLanes));
         const LaneFloats state = decay * load_lanes(h + n * kLanes) + duv * B[n];
         store_lanes(h + n * kLanes, state);
         acc += state * C[n];
@@ -430,6 +430,7 @@ struct LaneTile {
   const float *Bt, *Ct, *dt_factor;  // dt_factor: null unless delta is low-rank
   std::vector<float> h, A2;  // (N, kLanes): state; A log2(e)
   std::vector<float> delta_weight;  // (rank, kLanes) when delta is low-rank
+  LaneFloats A2_min{};  // each lane's smallest A log2(e)
 };
 
 template <typename scalar_t>
@@ -452,6 +453,11 @@ LaneTile make_lane_tile(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   }
   tile.A_non_positive =
       std::all_of(tile.A2.begin(), tile.A2.end(), [](float v) { return v <= 0.f; });
+  tile.A2_min = load_lanes(tile.A2.data());
+  for (int64_t n = 1; n < N; ++n) {
+    const LaneFloats a2 = load_lanes(tile.A2.data() + n * kLanes);
+    tile.A2_min = a2 < tile.A2_min ? a2 : tile.A2_min;
+  }
   return tile;
 }
 
@@ -478,14 +484,35 @@ inline void for_token_groups(int64_t len, const Group& group) {
   for (; j < len; ++j) group(j, std::integral_constant<int64_t, 1>{});
 }
 
+// What a chunk's decay exponents dt A (log2 e) are known to stay within,
+// so that exp2_vec can skip its clamps: <= 0 (A <= 0 and dt >= 0, every
+// Mamba layer), and >= -115 as well (dt too small to reach the lower clamp
+// with the tile's most negative A: trained Vim layers' dt throughout).
+struct DecayBounds {
+  bool non_positive, above_low;
+};
+
+// Calls f(non_positive, above_low) with the bounds as std::bool_constant
+// arguments, for exp2_vec's template flags.
+template <typename F>
+inline void with_decay_bounds(const DecayBounds& bounds, const F& f) {
+  if (bounds.above_low)
+    f(std::true_type{}, std::true_type{});
+  else if (bounds.non_positive)
+    f(std::true_type{}, std::false_type{});
+  else
+    f(std::false_type{}, std::false_type{});
+}
+
 // Fills s.u, s.pre, s.dt, s.du and s.y = D u for the `len` tokens of one
-// chunk of `tile` (token0 + j * token_step), in one pass; returns whether
-// every dt is >= 0 (then dt A <= 0 where A <= 0, and exp2 skips its upper
-// clamp). A low-rank delta is made here, as ScanInputs::low_rank_delta
-// makes it for a row (the same products in the same order).
+// chunk of `tile` (token0 + j * token_step), in one pass, and returns what
+// bounds its decay exponents. A low-rank delta is made here, as
+// ScanInputs::low_rank_delta makes it for a row (the same products in the
+// same order).
 template <typename scalar_t>
-bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, const LaneTile& tile,
-                     int64_t token0, int64_t token_step, int64_t len, LaneScratch& s) {
+DecayBounds load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b,
+                            const LaneTile& tile, int64_t token0, int64_t token_step,
+                            int64_t len, LaneScratch& s) {
   const int64_t first = tile.first;
   const TileRows<const scalar_t> u(in.u, b, first);
   const std::optional<TileRows<const scalar_t>> delta =
@@ -493,6 +520,7 @@ bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, const Lan
   const LaneFloats bias = in.bias ? load_lanes(in.bias + first) : LaneFloats{};
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
   LaneInts non_negative = LaneInts{} - 1;  // lane masks: every dt so far >= 0 (false for NaN)
+  LaneFloats dt_max{};
   // kCount tokens from step j0 on.
   const auto load_tokens = [&](int64_t j0, auto count) {
     constexpr int64_t kCount = decltype(count)::value;
@@ -521,13 +549,20 @@ bool load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, const Lan
       store_lanes(s.du + j * kLanes, dt * uv);
       store_lanes(s.y + j * kLanes, D * uv);
       non_negative &= dt >= 0.f;
+      dt_max = dt > dt_max ? dt : dt_max;
     }
   };
   for_token_groups<kTokensTogether>(len, load_tokens);
-  if (in.softplus) return true;
-  for (int64_t r = 0; r < kLanes; ++r)
-    if (!non_negative[r]) return false;
-  return true;
+  const LaneInts above_low = non_negative & (dt_max * tile.A2_min >= -115.f);
+  bool all_non_negative = true, all_above_low = true;
+  for (int64_t r = 0; r < kLanes; ++r) {
+    all_non_negative &= non_negative[r] != 0;
+    all_above_low &= above_low[r] != 0;
+  }
+  // A softplus's dt is >= 0 or, from a NaN delta, NaN: that lane's
+  // non_negative is false, so its chunk keeps the lower clamp, as before.
+  const bool non_positive = tile.A_non_positive && (in.softplus || all_non_negative);
+  return {non_positive, non_positive && all_above_low};
 }
 
 // Tokens the gate handles together, for the same reason as load_lane_chunk:
@@ -553,13 +588,13 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
   }
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
   // y starts as D u; the scan adds <C, h>.
-  const bool dt_non_negative = load_lane_chunk(in, b, tile, token0, token_step, len, s);
-  if (tile.A_non_positive && dt_non_negative)
-    lane_chunk_scan<kN, true>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
-                              token_step, tile.h.data(), s.y);
-  else
-    lane_chunk_scan<kN, false>(N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
-                               token_step, tile.h.data(), s.y);
+  with_decay_bounds(load_lane_chunk(in, b, tile, token0, token_step, len, s),
+                    [&](auto non_positive, auto above_low) {
+                      lane_chunk_scan<kN, decltype(non_positive)::value,
+                                      decltype(above_low)::value>(
+                          N, len, s.dt, s.du, tile.A2.data(), tile.Bt, tile.Ct, token0,
+                          token_step, tile.h.data(), s.y);
+                    });
   // The gate, read from z as the output is written: one pass over the chunk.
   const TileRows<scalar_t> out_rows(out, b, first);
   const bool averages = in.averages(first);
@@ -725,7 +760,7 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   const int64_t first = tile.first, first_step = chunk * kChunk;
   const int64_t len = std::min(kChunk, L - first_step), n_values = len * kLanes;
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
-  const bool dt_non_negative = load_lane_chunk(in, b, tile, token0, token_step, len, s.in);
+  const DecayBounds bounds = load_lane_chunk(in, b, tile, token0, token_step, len, s.in);
   for (int64_t r = 0; r < kLanes; ++r)
     for (int64_t n = 0; n < N; ++n)
       s.start[n * kLanes + r] =
@@ -734,13 +769,14 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   const auto C_of = [&](int64_t j) { return tile.Ct + (token0 + j * token_step) * N; };
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
   float* y = s.in.y;  // the scan's output before the gate (D u so far), for its gradient
-  const auto recompute = [&](auto non_positive) {
+  const auto recompute = [&](auto non_positive, auto above_low) {
     constexpr bool kNonPositive = decltype(non_positive)::value;
+    constexpr bool kAboveLow = decltype(above_low)::value;
     for (int64_t n = 0; n < N; ++n) {
       const LaneFloats a2 = load_lanes(tile.A2.data() + n * kLanes);
       LaneFloats h = load_lanes(s.start.data() + n * kLanes);
       for (int64_t j = 0; j < len; ++j) {
-        const LaneFloats a = exp2_vec<LaneFloats, LaneInts, kNonPositive>(
+        const LaneFloats a = exp2_vec<LaneFloats, LaneInts, kNonPositive, kAboveLow>(
             load_lanes(s.in.dt + j * kLanes) * a2);
         h = a * h + load_lanes(s.in.du + j * kLanes) * B_of(j)[n];
         store_lanes(s.decay.data() + (j * N + n) * kLanes, a);
@@ -749,10 +785,7 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
       }
     }
   };
-  if (tile.A_non_positive && dt_non_negative)
-    recompute(std::true_type{});
-  else
-    recompute(std::false_type{});
+  with_decay_bounds(bounds, recompute);
   // g = dL/d(scan output): the gradient through the gate, and the gate's own.
   gather_lanes(in, gr.grad_y, b, first, first_step, len, s.g);
   if (in.has_z) {
