@@ -568,8 +568,9 @@ DecayBounds load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b,
 // Tokens the gate handles together, for the same reason as load_lane_chunk:
 // a token's sigmoid, product and (with bf16 outputs) three roundings to bf16
 // are one long chain. 4, not 8: 8 tokens' chains did not fit the registers
-// and made the fp32 gate slower; 4 took bf16 calls from 7-8% slower than
-// fp32 ones to 0-4% (L = 1025 and 4097, Zen 3), fp32 unchanged.
+// and made the fp32 gate slower; 4 took bf16 calls from 7-9% slower than
+// fp32 ones to 3-5% at L = 1025 and from 4-6% to 0-0.5% at 4097 (Zen 3),
+// fp32 unchanged.
 constexpr int64_t kGateTokens = 4;
 
 // One chunk of one lane tile: from and into tile.h.
