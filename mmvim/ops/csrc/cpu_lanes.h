@@ -26,8 +26,8 @@ namespace mmvim {
 // that leaves the multiply units to the scan. kNonPositive: the caller knows
 // x <= 0 (dt >= 0, A <= 0, as in every Mamba layer), so the upper clamp,
 // which never applies there, is skipped; kAboveLow: it knows x >= -115 too,
-// and the lower clamp goes as well (one of its 13 vector operations:
-// 1.65 -> 1.55 ns per 8 decays on Zen 3).
+// and the lower clamp goes as well (one vector operation: 1.65 -> 1.55 ns
+// per 8 decays on Zen 3 with the degree-6 polynomial of the time).
 template <typename V, typename I, bool kNonPositive = false, bool kAboveLow = false>
 inline V exp2_vec(V x) {
   static_assert(kNonPositive || !kAboveLow, "kAboveLow is for x in [-115, 0]");
@@ -72,12 +72,7 @@ inline V exp2_vec(V x) {
 #endif
   }
   const V f = x - k;
-  V p = f * 1.53375851e-04f + 1.33998699e-03f;
-  p = p * f + 9.61851959e-03f;
-  p = p * f + 5.55032897e-02f;
-  p = p * f + 2.40226466e-01f;
-  p = p * f + 6.93147206e-01f;
-  p = p * f + 1.0f;
+  V p = exp2_reduced(f);
   if constexpr (kAvx512) {
 #ifdef __AVX512F__
     return (V)_mm512_maskz_scalef_ps(0xffff, (__m512)p, (__m512)k);
