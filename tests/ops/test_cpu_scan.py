@@ -137,6 +137,32 @@ def test_lane_tiles_match_sequential_loop(channels, groups, op, layout,
 
 
 @needs_cpu_ops
+def test_averaged_directions_in_lane_and_row_tiles_match():
+    """Averaged, gated directions with halves of 21 channels: lane tiles
+    and a row tile in each (AVX2's 8 lanes or AVX-512's 16), each averaging
+    into the rows its mirror wrote. Against the loop, gradients included,
+    channel-last as the mixer passes u and z."""
+    inputs = make_inputs(channels=42, length=150, groups=2)
+    inputs['z'] = inputs['z'][:, :21]
+    for name in ('u', 'delta', 'z'):
+        inputs[name] = channel_last(inputs[name])
+    leaves = {k: v.detach().clone().requires_grad_()
+              for k, v in inputs.items() if v is not None}
+
+    def run_averaged(backend):
+        with ops.use_backend(backend):
+            out = ops.bidirectional_selective_scan(
+                **{**inputs, **leaves}, delta_softplus=True,
+                average_directions=True)
+        grads = torch.autograd.grad(out, list(leaves.values()),
+                                    torch.ones_like(out))
+        return out, dict(zip(leaves, grads))
+
+    assert_same(run_averaged('cpu'), run_averaged('sequential'), rtol=1e-4,
+                atol=1e-4)
+
+
+@needs_cpu_ops
 def test_lane_tiles_with_growing_states_match():
     """A > 0 somewhere and dt < 0 without softplus: the lanes' exp2 keeps
     its upper clamp (it drops it only where dt A <= 0 is certain)."""
