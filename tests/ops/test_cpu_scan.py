@@ -404,10 +404,12 @@ def test_conv_matches_the_portable_conv(direction, length, channels, layout):
 
 
 @needs_cpu_ops
-@pytest.mark.parametrize('channels', [6, 70, 384])
+@pytest.mark.parametrize('channels', [6, 70, 440])
 def test_conv_channel_last_lanes_match_the_row_path_bitwise(channels):
-    """The channel-last forward's lane vectors (and its scalar remainder)
-    add the taps in the row path's order and take its sigmoid's bits."""
+    """The channel-last forward's lane vectors (4 side by side, then one at
+    a time: 440 channels leave 3 single vectors with 8 or 16 lanes) and its
+    scalar remainder add the taps in the row path's order and take its
+    sigmoid's bits."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 37, channels, generator=gen).transpose(1, 2)
     weight = torch.randn(2 * channels, 4, generator=gen)

@@ -155,6 +155,11 @@ void transpose_weights(const ConvRows<scalar_t, acc_t>& rows, int64_t c0, int64_
 // The widest conv the lane path takes (Vim's is 4).
 constexpr int64_t kMaxLaneWidth = 8;
 
+// Vectors whose silu channel_last_token_lanes computes side by side: a
+// sigmoid is a chain of dependent instructions (exp2, a division) tens of
+// cycles long, and one vector at a time left the vector units waiting.
+constexpr int64_t kSiluVectors = 4;
+
 // The first `vectors` lane vectors of channels of one token of a float
 // channel-last x: the same sums in the same order as channel_last_pre (a
 // tap outside the sequence adds nothing), and cpu_lanes.h's sigmoid, which
@@ -173,11 +178,20 @@ inline void channel_last_token_lanes(const ConvRows<float, float>& rows, int64_t
     src[taps] = x + src_t * rows.token_stride;
     w[taps++] = weight_t + k * weight_stride;
   }
-  for (int64_t c = 0; c < vectors * kLanes; c += kLanes) {
-    LaneFloats pre = bias ? load_lanes(bias + c) : LaneFloats{};
-    for (int64_t k = 0; k < taps; ++k) pre += load_lanes(w[k] + c) * load_lanes(src[k] + c);
-    store_lanes(dst + c, pre * sigmoid_lanes(pre));
-  }
+  const auto silu_vectors = [&](int64_t v0, auto count) {
+    constexpr int64_t kCount = decltype(count)::value;
+    LaneFloats pre[kCount];
+    for (int64_t q = 0; q < kCount; ++q)
+      pre[q] = bias ? load_lanes(bias + (v0 + q) * kLanes) : LaneFloats{};
+    for (int64_t k = 0; k < taps; ++k)
+      for (int64_t q = 0; q < kCount; ++q) {
+        const int64_t c = (v0 + q) * kLanes;
+        pre[q] += load_lanes(w[k] + c) * load_lanes(src[k] + c);
+      }
+    for (int64_t q = 0; q < kCount; ++q)
+      store_lanes(dst + (v0 + q) * kLanes, pre[q] * sigmoid_lanes(pre[q]));
+  };
+  for_groups<kSiluVectors>(vectors, silu_vectors);
 }
 
 // The forward for a channel-last x into a channel-last out: tasks of

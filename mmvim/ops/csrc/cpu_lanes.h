@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace mmvim {
 
@@ -116,6 +117,17 @@ inline void store_vector(float* p, V v) {
 inline LaneFloats load_lanes(const float* p) { return load_vector<LaneFloats>(p); }
 
 inline void store_lanes(float* p, LaneFloats v) { store_vector(p, v); }
+
+// Calls group(i0, std::integral_constant<int64_t, k>) over steps 0 .. n - 1:
+// k = kGroup while a whole group is left, then k = 1 for the rest, so that
+// the group's loops unroll at compile time (several tokens' or vectors'
+// dependent chains side by side).
+template <int64_t kGroup, typename Group>
+inline void for_groups(int64_t n, const Group& group) {
+  int64_t i = 0;
+  for (; i + kGroup <= n; i += kGroup) group(i, std::integral_constant<int64_t, kGroup>{});
+  for (; i < n; ++i) group(i, std::integral_constant<int64_t, 1>{});
+}
 
 // softplus and sigmoid of a lane vector: cpu_math.h's formulas with exp2_vec,
 // so that the per-token work of a tile (a softplus and a sigmoid per token

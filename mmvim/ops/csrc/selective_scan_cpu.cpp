@@ -474,16 +474,6 @@ struct LaneScratch {
 // the vector units busy where one token at a time left them waiting.
 constexpr int64_t kTokensTogether = 8;
 
-// Calls group(j0, std::integral_constant<int64_t, k>) over steps 0 .. len - 1:
-// k = kGroup while a whole group is left, then k = 1 for the rest, so that
-// the group's loops unroll at compile time.
-template <int64_t kGroup, typename Group>
-inline void for_token_groups(int64_t len, const Group& group) {
-  int64_t j = 0;
-  for (; j + kGroup <= len; j += kGroup) group(j, std::integral_constant<int64_t, kGroup>{});
-  for (; j < len; ++j) group(j, std::integral_constant<int64_t, 1>{});
-}
-
 // What a chunk's decay exponents dt A (log2 e) are known to stay within,
 // so that exp2_vec can skip its clamps: <= 0 (A <= 0 and dt >= 0, every
 // Mamba layer), and >= -115 as well (dt too small to reach the lower clamp
@@ -552,7 +542,7 @@ DecayBounds load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b,
       dt_max = dt > dt_max ? dt : dt_max;
     }
   };
-  for_token_groups<kTokensTogether>(len, load_tokens);
+  for_groups<kTokensTogether>(len, load_tokens);
   const LaneInts above_low = non_negative & (dt_max * tile.A2_min >= -115.f);
   bool all_non_negative = true, all_above_low = true;
   for (int64_t r = 0; r < kLanes; ++r) {
@@ -613,7 +603,7 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
       }
       for (int64_t q = 0; q < kCount; ++q) write(token0 + (j0 + q) * token_step, gated[q]);
     };
-    for_token_groups<kGateTokens>(len, gate_tokens);
+    for_groups<kGateTokens>(len, gate_tokens);
   } else {
     for (int64_t j = 0; j < len; ++j)
       write(token0 + j * token_step, load_lanes(s.y + j * kLanes));
