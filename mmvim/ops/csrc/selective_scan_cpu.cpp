@@ -363,11 +363,14 @@ constexpr bool kDecaysFirst = kLanes < 16;
 
 // The scan over one chunk in lanes; h (N * kLanes floats) in and out. y
 // holds D u on entry and gets <C, h> added, state by state in order (the
-// sum is the same whatever the passes).
-template <int kN, bool kNonPositive, bool kAboveLow>
+// sum is the same whatever the passes). kKeep (the backward's recompute):
+// every step's decays and states are written to decays_out and states_out,
+// (len, N, kLanes), the forward's arithmetic giving the same bits.
+template <int kN, bool kNonPositive, bool kAboveLow, bool kKeep = false>
 inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float* du,
                             const float* A2, const float* Bt, const float* Ct, int64_t token0,
-                            int64_t token_step, float* h, float* y) {
+                            int64_t token_step, float* h, float* y,
+                            float* decays_out = nullptr, float* states_out = nullptr) {
   if constexpr (kN > 0) {
     constexpr int kPass = kN % kLaneStatesPerPass == 0 ? kLaneStatesPerPass : kN;
     for (int n0 = 0; n0 < kN; n0 += kPass) {
@@ -376,8 +379,13 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
         hv[n] = load_lanes(h + (n0 + n) * kLanes);
         a2v[n] = load_lanes(A2 + (n0 + n) * kLanes);
       }
-      // With kDecaysFirst, the chunk's decays first, into L1.
-      alignas(64) float decays[kDecaysFirst ? kChunk * kPass * kLanes : 1];
+      // With kDecaysFirst, the chunk's decays first, into L1 (decays_out
+      // with kKeep).
+      alignas(64) float decays[kDecaysFirst && !kKeep ? kChunk * kPass * kLanes : 1];
+      const auto decay_at = [&](int64_t j, int n) {
+        if constexpr (kKeep) return decays_out + (j * kN + n0 + n) * kLanes;
+        return decays + (j * kPass + n) * kLanes;
+      };
       const auto decay = [&](LaneFloats dtv, int n) {
         return exp2_vec<LaneFloats, LaneInts, kNonPositive, kAboveLow>(dtv * a2v[n]);
       };
@@ -385,8 +393,7 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
         for (int64_t j = 0; j < len; ++j) {
           const LaneFloats dtv = load_lanes(dt + j * kLanes);
 #pragma GCC unroll 16
-          for (int n = 0; n < kPass; ++n)
-            store_lanes(decays + (j * kPass + n) * kLanes, decay(dtv, n));
+          for (int n = 0; n < kPass; ++n) store_lanes(decay_at(j, n), decay(dtv, n));
         }
       }
       for (int64_t j = 0; j < len; ++j) {
@@ -396,9 +403,10 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
         LaneFloats acc = load_lanes(y + j * kLanes);
 #pragma GCC unroll 16
         for (int n = 0; n < kPass; ++n) {
-          const LaneFloats a = kDecaysFirst ? load_lanes(decays + (j * kPass + n) * kLanes)
-                                            : decay(dtv, n);
+          const LaneFloats a = kDecaysFirst ? load_lanes(decay_at(j, n)) : decay(dtv, n);
+          if constexpr (kKeep && !kDecaysFirst) store_lanes(decay_at(j, n), a);
           hv[n] = a * hv[n] + duv * B[n];
+          if constexpr (kKeep) store_lanes(states_out + (j * kN + n0 + n) * kLanes, hv[n]);
           acc += hv[n] * C[n];
         }
         store_lanes(y + j * kLanes, acc);
@@ -416,6 +424,10 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
             exp2_vec<LaneFloats, LaneInts, kNonPositive, kAboveLow>(dtv * load_lanes(A2 + n * kLanes));
         const LaneFloats state = decay * load_lanes(h + n * kLanes) + duv * B[n];
         store_lanes(h + n * kLanes, state);
+        if constexpr (kKeep) {
+          store_lanes(decays_out + (j * N + n) * kLanes, decay);
+          store_lanes(states_out + (j * N + n) * kLanes, state);
+        }
         acc += state * C[n];
       }
       store_lanes(y + j * kLanes, acc);
@@ -723,14 +735,15 @@ LaneAdjoint make_lane_adjoint(const ScanInputs<scalar_t, float>& in, int64_t b, 
 }
 
 // One recomputed chunk of a lane tile: its decays and states, (kChunk, N,
-// kLanes); its start state; the per-token vectors of the walk.
+// kLanes); its start state and a copy the recompute advances; the per-token
+// vectors of the walk.
 struct LaneBackwardScratch {
-  std::vector<float> decay, h, start;
+  std::vector<float> decay, h, start, end;
   LaneScratch in;
   alignas(64) float g[kChunk * kLanes], z[kChunk * kLanes], grad_z[kChunk * kLanes],
       sum_wA[kChunk * kLanes], lambda_B[kChunk * kLanes];
   explicit LaneBackwardScratch(int64_t N)
-      : decay(kChunk * N * kLanes), h(kChunk * N * kLanes), start(N * kLanes) {}
+      : decay(kChunk * N * kLanes), h(kChunk * N * kLanes), start(N * kLanes), end(N * kLanes) {}
 };
 
 // The backward of one chunk of one lane tile, from the saved state at its
@@ -760,23 +773,14 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   const auto C_of = [&](int64_t j) { return tile.Ct + (token0 + j * token_step) * N; };
   const LaneFloats D = in.D ? load_lanes(in.D + first) : LaneFloats{};
   float* y = s.in.y;  // the scan's output before the gate (D u so far), for its gradient
-  const auto recompute = [&](auto non_positive, auto above_low) {
-    constexpr bool kNonPositive = decltype(non_positive)::value;
-    constexpr bool kAboveLow = decltype(above_low)::value;
-    for (int64_t n = 0; n < N; ++n) {
-      const LaneFloats a2 = load_lanes(tile.A2.data() + n * kLanes);
-      LaneFloats h = load_lanes(s.start.data() + n * kLanes);
-      for (int64_t j = 0; j < len; ++j) {
-        const LaneFloats a = exp2_vec<LaneFloats, LaneInts, kNonPositive, kAboveLow>(
-            load_lanes(s.in.dt + j * kLanes) * a2);
-        h = a * h + load_lanes(s.in.du + j * kLanes) * B_of(j)[n];
-        store_lanes(s.decay.data() + (j * N + n) * kLanes, a);
-        store_lanes(s.h.data() + (j * N + n) * kLanes, h);
-        if (in.has_z) store_lanes(y + j * kLanes, load_lanes(y + j * kLanes) + h * C_of(j)[n]);
-      }
-    }
-  };
-  with_decay_bounds(bounds, recompute);
+  // Recompute the chunk's decays and states with the forward's scan, from a
+  // copy of its start state (the walk reads the start state too).
+  std::copy(s.start.begin(), s.start.end(), s.end.begin());
+  with_decay_bounds(bounds, [&](auto non_positive, auto above_low) {
+    lane_chunk_scan<kN, decltype(non_positive)::value, decltype(above_low)::value, true>(
+        N, len, s.in.dt, s.in.du, tile.A2.data(), tile.Bt, tile.Ct, token0, token_step,
+        s.end.data(), y, s.decay.data(), s.h.data());
+  });
   // g = dL/d(scan output): the gradient through the gate, and the gate's own.
   gather_lanes(in, gr.grad_y, b, first, first_step, len, s.g);
   if (in.has_z) {
