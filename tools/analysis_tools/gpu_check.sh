@@ -71,10 +71,11 @@ python3 -m mmvim.ops'
     # gradient), the golden files on every backend, opcheck of the CUDA
     # backends' operators, and torch.compile(fullgraph=True) of Vim-Ti on
     # triton (and cuda where mamba-ssm builds) against eager. Several workers
-    # compile the kernels' variants in parallel.
+    # compile the kernels' variants in parallel where pytest-xdist is there;
+    # pytest.ini's `-n auto` is dropped, which needs it.
     local parallel=()
     python3 -c 'import xdist' 2> /dev/null && parallel=(-n 8)
-    step tests 160 python3 -m pytest -q -rs -p no:cacheprovider \
+    step tests 160 python3 -m pytest -q -rs -p no:cacheprovider -o addopts= \
         "${parallel[@]}" --junitxml "$RESULTS/tests.xml" \
         tests/ops/test_triton_backend.py tests/ops/test_golden_backends.py \
         tests/ops/test_operators.py tests/ops/test_compile_export.py
