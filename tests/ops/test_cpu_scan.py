@@ -37,13 +37,15 @@ def make_inputs(batch=2, channels=4, length=23, state=16, groups=None,
     return inputs
 
 
-def run(backend, inputs, delta_softplus, grad_out=None, op='selective_scan'):
-    """Output and the gradients of every tensor input."""
+def run(backend, inputs, delta_softplus, grad_out=None, op='selective_scan',
+        **options):
+    """Output and the gradients of every tensor input; ``options`` go to the
+    op (``average_directions``)."""
     leaves = {k: v.detach().clone().requires_grad_()
               for k, v in inputs.items() if v is not None}
     with ops.use_backend(backend):
         out = getattr(ops, op)(**{**inputs, **leaves},
-                               delta_softplus=delta_softplus)
+                               delta_softplus=delta_softplus, **options)
     if grad_out is None:
         grad_out = torch.randn(out.shape, generator=torch.Generator()
                                .manual_seed(1)).to(out.dtype)
@@ -146,19 +148,9 @@ def test_averaged_directions_in_lane_and_row_tiles_match():
     inputs['z'] = inputs['z'][:, :21]
     for name in ('u', 'delta', 'z'):
         inputs[name] = channel_last(inputs[name])
-    leaves = {k: v.detach().clone().requires_grad_()
-              for k, v in inputs.items() if v is not None}
-
-    def run_averaged(backend):
-        with ops.use_backend(backend):
-            out = ops.bidirectional_selective_scan(
-                **{**inputs, **leaves}, delta_softplus=True,
-                average_directions=True)
-        grads = torch.autograd.grad(out, list(leaves.values()),
-                                    torch.ones_like(out))
-        return out, dict(zip(leaves, grads))
-
-    assert_same(run_averaged('cpu'), run_averaged('sequential'), rtol=1e-4,
+    averaged = dict(op='bidirectional_selective_scan', average_directions=True)
+    assert_same(run('cpu', inputs, True, **averaged),
+                run('sequential', inputs, True, **averaged), rtol=1e-4,
                 atol=1e-4)
 
 
