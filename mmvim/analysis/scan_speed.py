@@ -4,6 +4,7 @@ FLOP rate and a large copy's bandwidth), measured in the same process."""
 from typing import Dict, List
 
 import torch
+import torch.nn.functional as F
 
 from mmvim import ops
 from mmvim.analysis.timing import median_seconds
@@ -57,30 +58,67 @@ def scan_inputs(length: int, batch: int = 1, channels: int = VIM_TINY_CHANNELS,
                 DT_RANK**-0.5)
 
 
+# The mixer's call, then the same call with a part of its per-token work
+# taken out of the kernel, one part more each: the differences between their
+# times are what those parts cost, and what is left bounds the recurrence
+# with its loads and stores (a profile without a scratch build of the kernel).
+SCAN_CALLS = ('mixer call', 'delta given whole', 'delta whole, no gate')
+
+
+def whole_delta(inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The dt that the mixer's call makes inside, softplus(delta_weight @
+    factor + delta_bias) for every channel, (b, d, l) channel-last as u, in
+    the activations' dtype."""
+    factor = inputs['delta'].float()  # (b, 2, rank, l)
+    batch, groups, rank, length = factor.shape
+    weight = inputs['delta_weight'].view(groups, -1, rank)
+    pre = torch.einsum('gcr,bgrl->blgc', weight, factor)
+    dt = F.softplus(pre.reshape(batch, length, -1) + inputs['delta_bias'])
+    return dt.to(inputs['u'].dtype).transpose(1, 2)
+
+
+def scan_call(inputs: Dict[str, torch.Tensor], call: str) -> Dict:
+    """The arguments of one of SCAN_CALLS (the directions averaged)."""
+    if call not in SCAN_CALLS:
+        raise ValueError(f'{call!r}: the calls are {SCAN_CALLS}.')
+    if call == 'mixer call':
+        return dict(inputs, delta_softplus=True, average_directions=True)
+    arguments = {k: v for k, v in inputs.items()
+                 if k not in ('delta_weight', 'delta_bias')}
+    arguments.update(delta=whole_delta(inputs), average_directions=True)
+    if call == 'delta whole, no gate':
+        arguments['z'] = None
+    return arguments
+
+
 def scan_speed(backends: List[str], lengths: List[int], repeats: int = 5,
-               train: bool = False, dtype=torch.float32) -> List[Dict]:
-    """One row per (length, backend): seconds per call and state updates per
-    second (b * d * l * n per direction-channel; forward + backward when
-    ``train``, counting the forward's updates only)."""
+               train: bool = False, dtype=torch.float32,
+               calls=SCAN_CALLS[:1]) -> List[Dict]:
+    """One row per (length, backend, call of SCAN_CALLS): seconds per call
+    and state updates per second (b * d * l * n per direction-channel;
+    forward + backward when ``train``, counting the forward's updates
+    only)."""
     rows = []
     for length in lengths:
         inputs = scan_inputs(length, dtype=dtype)
         updates = inputs['u'].numel() * D_STATE
         for backend in backends:
-            leaves = {k: v.clone().requires_grad_(train)
-                      for k, v in inputs.items()}
+            for call in calls:
+                arguments = {
+                    k: v.detach().clone().requires_grad_(train)
+                    if isinstance(v, torch.Tensor) else v
+                    for k, v in scan_call(inputs, call).items()
+                }
 
-            def step():
-                with ops.use_backend(backend):
-                    out = ops.bidirectional_selective_scan(
-                        **leaves, delta_softplus=True,
-                        average_directions=True)
-                    if train:
-                        out.sum().backward()
+                def step():
+                    with ops.use_backend(backend):
+                        out = ops.bidirectional_selective_scan(**arguments)
+                        if train:
+                            out.sum().backward()
 
-            seconds = median_seconds(step, repeats)
-            rows.append(dict(backend=backend, length=length,
-                             mode='train' if train else 'inference',
-                             seconds=seconds,
-                             gupdates_per_s=updates / seconds / 1e9))
+                seconds = median_seconds(step, repeats)
+                rows.append(dict(backend=backend, length=length, call=call,
+                                 mode='train' if train else 'inference',
+                                 seconds=seconds,
+                                 gupdates_per_s=updates / seconds / 1e9))
     return rows

@@ -1,7 +1,10 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
 from mmvim import ops
-from mmvim.analysis.scan_speed import (D_STATE, DT_RANK, VIM_TINY_CHANNELS,
+from mmvim.analysis.scan_speed import (D_STATE, DT_RANK, SCAN_CALLS,
+                                       VIM_TINY_CHANNELS, scan_call,
                                        scan_inputs)
 
 
@@ -24,3 +27,25 @@ def test_inputs_are_one_fused_two_direction_call_and_repeatable():
         out = ops.bidirectional_selective_scan(**inputs, delta_softplus=True)
     assert out.shape == (2, VIM_TINY_CHANNELS, 5)
     assert torch.isfinite(out).all()
+
+
+def test_the_calls_without_parts_compute_the_same_scan():
+    # --parts' differences are only costs if each call is the mixer's
+    # computation with the part moved out of the kernel, not a different one.
+    inputs = scan_inputs(length=7, batch=2)
+    with ops.use_backend('torch'):
+        out = {
+            call: ops.bidirectional_selective_scan(**scan_call(inputs, call))
+            for call in SCAN_CALLS
+        }
+    assert out['mixer call'].shape == (2, VIM_TINY_CHANNELS // 2, 7)
+    torch.testing.assert_close(out['delta given whole'], out['mixer call'])
+    torch.testing.assert_close(
+        out['delta whole, no gate'] * F.silu(inputs['z']), out['mixer call'])
+    assert not torch.allclose(out['delta whole, no gate'], out['mixer call'])
+    whole = scan_call(inputs, 'delta given whole')
+    assert 'delta_weight' not in whole and not whole.get('delta_softplus')
+    assert whole['delta'].shape == inputs['u'].shape
+    assert whole['delta'].stride(1) == 1  # channel-last, as u
+    with pytest.raises(ValueError, match='the calls are'):
+        scan_call(inputs, 'no scan')

@@ -17,3 +17,14 @@ def test_scan_benchmark_takes_bf16_activations(tool_module, capsys):
                                    '--repeats', '1', '--dtype', 'bf16'])
     assert [r['length'] for r in rows] == [3]
     assert 'inference bf16 L=3' in capsys.readouterr().out
+
+
+def test_scan_benchmark_parts_times_each_call(tool_module, capsys):
+    benchmark_scan = tool_module('tools/analysis_tools/benchmark_scan.py')
+    _, rows = benchmark_scan.main(['--backends', 'torch', '--lengths', '3',
+                                   '5', '--repeats', '1', '--parts'])
+    calls = ('mixer call', 'delta given whole', 'delta whole, no gate')
+    assert [(r['length'], r['call']) for r in rows] == [
+        (length, call) for length in (3, 5) for call in calls]
+    out = capsys.readouterr().out
+    assert all(call in out for call in calls)
