@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from mmvim import ops
 from mmvim.analysis.timing import median_seconds
+from mmvim.ops.library import full_delta
 
 # A Vim layer: both directions' 2 x d_inner channels in one call, d_state 16.
 VIM_TINY_CHANNELS = 2 * 384
@@ -69,12 +70,10 @@ def whole_delta(inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
     """The dt that the mixer's call makes inside, softplus(delta_weight @
     factor + delta_bias) for every channel, (b, d, l) channel-last as u, in
     the activations' dtype."""
-    factor = inputs['delta'].float()  # (b, 2, rank, l)
-    batch, groups, rank, length = factor.shape
-    weight = inputs['delta_weight'].view(groups, -1, rank)
-    pre = torch.einsum('gcr,bgrl->blgc', weight, factor)
-    dt = F.softplus(pre.reshape(batch, length, -1) + inputs['delta_bias'])
-    return dt.to(inputs['u'].dtype).transpose(1, 2)
+    pre = full_delta(inputs['delta'].float(), inputs['delta_weight'],
+                     inputs['u'].shape[1])  # (b, d, l)
+    dt = F.softplus(pre + inputs['delta_bias'][:, None]).transpose(1, 2)
+    return dt.to(inputs['u'].dtype).contiguous().transpose(1, 2)
 
 
 def scan_call(inputs: Dict[str, torch.Tensor], call: str) -> Dict:
