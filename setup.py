@@ -6,6 +6,8 @@ The library is compiled against the installed torch's stable ABI (so install
 with --no-build-isolation; it keeps loading after torch upgrades) for the
 installing machine's instruction set (-march=native;
 MMVIM_CPU_MARCH=x86-64-v3, say, for a build that runs on other machines).
+MMVIM_CPU_LANES=16 (or 8, 4) imposes the kernels' vector width, for testing
+another machine's code here (the 16 lanes of AVX-512 on an AVX2 CPU).
 MMVIM_WITH_CPU_OPS=0 skips it, =1 makes a failed build an error; unset, a
 failed build warns and mmvim runs on its portable ops.
 """
@@ -41,16 +43,18 @@ def compiled_isa(compiler, flag):
     return sorted(isa for macro, isa in macros.items() if macro in defined)
 
 
-def write_build_record(library, isa):
-    """``<library>.json`` beside the built library: its SHA-256 and the
-    instruction sets it needs. mmvim.ops.backends.cpu checks both before it
-    loads the file, so that a damaged or foreign build is reported instead of
-    crashing the process (SIGBUS, SIGILL)."""
+def write_build_record(library, isa, lanes):
+    """``<library>.json`` beside the built library: its SHA-256, the
+    instruction sets it needs and an imposed vector width (or None).
+    mmvim.ops.backends.cpu checks the first two before it loads the file,
+    so that a damaged or foreign build is reported instead of crashing the
+    process (SIGBUS, SIGILL)."""
     import hashlib
     import json
     import torch
     digest = hashlib.sha256(Path(library).read_bytes()).hexdigest()
     record = dict(library=Path(library).name, sha256=digest, isa=isa,
+                  lanes=lanes,
                   built_with_torch=torch.__version__,
                   stable_abi_target='.'.join(map(str, STABLE_ABI_TARGET)))
     Path(f'{library}.json').write_text(json.dumps(record, indent=1) + '\n')
@@ -75,6 +79,10 @@ def cpu_ops_build():
     arm = platform.machine().lower() in ('aarch64', 'arm64')
     march = ('-mcpu=' if arm else '-march=') + os.environ.get(
         'MMVIM_CPU_MARCH', 'native')
+    lanes = os.environ.get('MMVIM_CPU_LANES', '').strip() or None
+    if lanes not in (None, '4', '8', '16'):
+        raise SystemExit(f'MMVIM_CPU_LANES={lanes}: use 4, 8 or 16, or unset '
+                         'it for the instruction set\'s own width')
 
     class OptionalBuildExtension(BuildExtension):
         """A failed compile warns instead of failing the install, unless
@@ -85,7 +93,8 @@ def cpu_ops_build():
                 super().build_extension(ext)
                 write_build_record(self.get_ext_fullpath(ext.name),
                                    compiled_isa(self.compiler.compiler_so[0],
-                                                march))
+                                                march),
+                                   lanes and int(lanes))
             except Exception as error:  # noqa: BLE001 - compiler errors vary
                 if choice == '1':
                     raise
@@ -114,6 +123,9 @@ def cpu_ops_build():
         extra_compile_args=[
             '-O3', march, '-fno-math-errno', '-fno-trapping-math',
             '-ffp-contract=fast',
+            # Wider lanes than the target's registers pass vectors in memory
+            # between inlined helpers; -Wpsabi warns of it for every one.
+            *([f'-DMMVIM_LANES={lanes}', '-Wno-psabi'] if lanes else []),
             f'-DTORCH_TARGET_VERSION=0x{major:02x}{minor:02x}000000000000'
         ],
         py_limited_api=True)

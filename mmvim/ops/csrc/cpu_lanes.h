@@ -89,14 +89,20 @@ inline V exp2_vec(V x) {
 // A lane vector is one register of the build target: 16 floats with
 // AVX-512, 8 with AVX2, 4 otherwise (SSE, NEON), so that a d_state-16 state
 // fits the register file (16 lanes on AVX2 took twice its registers and ran
-// 5x slower than 8).
-#if defined(__AVX512F__)
-constexpr int64_t kLanes = 16;
+// 5x slower than 8). MMVIM_LANES (setup.py's MMVIM_CPU_LANES) imposes a
+// width instead: the 16-lane code of AVX-512 machines then builds and is
+// tested on an AVX2 one, each vector in two registers (slow, the same code).
+#if defined(MMVIM_LANES)
+#define MMVIM_LANE_COUNT MMVIM_LANES
+#elif defined(__AVX512F__)
+#define MMVIM_LANE_COUNT 16
 #elif defined(__AVX__)
-constexpr int64_t kLanes = 8;
+#define MMVIM_LANE_COUNT 8
 #else
-constexpr int64_t kLanes = 4;
+#define MMVIM_LANE_COUNT 4
 #endif
+constexpr int64_t kLanes = MMVIM_LANE_COUNT;
+static_assert(kLanes == 4 || kLanes == 8 || kLanes == 16, "MMVIM_LANES: 4, 8 or 16");
 typedef float LaneFloats __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t LaneInts __attribute__((vector_size(kLanes * sizeof(int32_t))));
 
@@ -171,7 +177,7 @@ inline LaneU32 bf16_bits(LaneFloats v) {
 
 inline void lanes_to_bf16(LaneFloats v, c10::BFloat16* dst) {
   const LaneU32 bits = bf16_bits(v);
-#if defined(__AVX2__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && MMVIM_LANE_COUNT == 8
   // 8 lanes: packing with unsigned saturation keeps values below 2^16 as
   // they are, with no mask first, as the generic narrowing below needs (AVX-512
   // narrows in one instruction).
