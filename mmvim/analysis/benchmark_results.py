@@ -14,10 +14,11 @@ import torch
 COLUMNS = ('model', 'implementation', 'backend', 'device', 'resolution',
            'batch_size', 'dtype', 'mode', 'status', 'images_per_s',
            'median_s', 'min_s', 'peak_memory_mb', 'working_memory_mb',
-           'memory_kind', 'threads', 'warmup', 'repeats', 'note')
+           'allocated_memory_mb', 'memory_kind', 'threads', 'warmup',
+           'repeats', 'note')
 RATIO_COLUMNS = ('model', 'baseline', 'resolution', 'batch_size', 'dtype',
                  'mode', 'speedup', 'peak_memory_ratio',
-                 'working_memory_ratio')
+                 'working_memory_ratio', 'allocated_memory_ratio')
 
 
 def series_key(row: Dict) -> tuple:
@@ -88,6 +89,15 @@ def run_metadata(command: List[str], device: str) -> Dict:
                 git_commit=commit)
 
 
+def _ratio(row: Dict, base: Dict, column: str) -> Optional[float]:
+    """row's ``column`` over base's; None where either lacks it (rows of
+    older runs) or the base's is 0."""
+    value, reference = row.get(column), base.get(column)
+    if value is None or not reference:
+        return None
+    return value / reference
+
+
 def ratio_rows(results: List[Dict], baseline: str) -> List[Dict]:
     """Each ok measurement against the baseline's at the same resolution,
     batch size, dtype and mode: speedup (>1 = faster) and memory ratios
@@ -100,8 +110,6 @@ def ratio_rows(results: List[Dict], baseline: str) -> List[Dict]:
         base = reference.get((row['resolution'], ) + series_key(row)[1:])
         if row['model'] == baseline or row['status'] != 'ok' or not base:
             continue
-        working = (row.get('working_memory_mb'),
-                   base.get('working_memory_mb'))
         rows.append(
             dict(model=row['model'], baseline=baseline,
                  resolution=row['resolution'], batch_size=row['batch_size'],
@@ -109,8 +117,9 @@ def ratio_rows(results: List[Dict], baseline: str) -> List[Dict]:
                  speedup=row['images_per_s'] / base['images_per_s'],
                  peak_memory_ratio=row['peak_memory_mb'] /
                  base['peak_memory_mb'],
-                 working_memory_ratio=working[0] / working[1]
-                 if None not in working and working[1] > 0 else None))
+                 working_memory_ratio=_ratio(row, base, 'working_memory_mb'),
+                 allocated_memory_ratio=_ratio(row, base,
+                                               'allocated_memory_mb')))
     return rows
 
 
@@ -140,7 +149,7 @@ def report(results: List[Dict], baseline: Optional[str],
     print(format_table(results, ('model', 'resolution', 'batch_size',
                                  'dtype', 'mode', 'status', 'images_per_s',
                                  'median_s', 'peak_memory_mb',
-                                 'working_memory_mb')))
+                                 'working_memory_mb', 'allocated_memory_mb')))
     implementations = {row['model']: row['implementation']
                        for row in results if row.get('implementation')}
     for model, implementation in implementations.items():

@@ -6,7 +6,12 @@ on CUDA); images/s = batch size / median step time.
 Memory: CUDA: torch.cuda.max_memory_allocated (weights, inputs, activations,
 gradients); CPU: this process's peak RSS (getrusage, includes the Python
 interpreter and libraries). 'working_memory_mb' is the peak minus what was in
-use just before the first step. Run each measurement in a fresh process
+use just before the first step. 'allocated_memory_mb': the most bytes the
+allocator had handed out at once during a step beyond what was in use before
+it (on the CPU from the profiler's allocation events of one more, untimed
+step): what the step's tensors and operators need, without the heap's
+fragmentation and the library pages RSS also counts (on CUDA the same as the
+working memory). Run each measurement in a fresh process
 (:mod:`mmvim.analysis.isolated_run`) so that its peak is its own.
 """
 import os
@@ -17,6 +22,7 @@ from typing import Dict, Optional
 
 import torch
 
+from mmvim.analysis.memory_tracking import allocator_counts
 from mmvim.analysis.workloads import build_workload, parse_model
 
 
@@ -39,6 +45,17 @@ def _peak_memory_mb(device) -> float:
     if device.type == 'cuda':
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def _allocated_in_a_step_mb(workload, device) -> Optional[float]:
+    """CPU: the allocator's peak above what was in use during one more
+    step, from the profiler's allocation events. None on CUDA, where the
+    working memory is counted by the allocator already."""
+    if device.type == 'cuda':
+        return None
+    with allocator_counts() as counts:
+        workload.step()
+    return counts['peak'] / 2**20
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -88,6 +105,9 @@ def measure(task: Dict) -> Dict:
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
         warmup_times, times = times[:task['warmup']], times[task['warmup']:]
+        # Read before the profiled step, whose event buffers RSS counts.
+        peak = _peak_memory_mb(device)
+        allocated = _allocated_in_a_step_mb(workload, device)
     except Exception as error:  # noqa: BLE001 - recorded, not raised
         if not is_out_of_memory(error):
             row.update(status='error',
@@ -97,15 +117,15 @@ def measure(task: Dict) -> Dict:
                    f': {str(error).splitlines()[0][:200]}')
         return row
     median = statistics.median(times)
-    peak = _peak_memory_mb(device)
+    working = None if in_use is None else max(0., peak - in_use)
     row.update(median_s=median, min_s=min(times),
                images_per_s=task['batch_size'] / median,
                peak_memory_mb=peak,
                # getrusage's peak and /proc's current size are counted
                # differently: a step that adds nothing can read slightly
                # below zero.
-               working_memory_mb=None if in_use is None else max(
-                   0., peak - in_use),
+               working_memory_mb=working,
+               allocated_memory_mb=working if allocated is None else allocated,
                times_s=times,
                # A compiled model's first step includes its compilation.
                warmup_times_s=warmup_times)

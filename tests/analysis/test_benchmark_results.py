@@ -13,9 +13,11 @@ COMMON = dict(resolution=512, batch_size=1, dtype='fp32', mode='train',
               status='ok')
 RESULTS = [
     dict(COMMON, model='base', images_per_s=1., peak_memory_mb=900.,
-         working_memory_mb=600., implementation='ref'),
+         working_memory_mb=600., allocated_memory_mb=400.,
+         implementation='ref'),
     dict(COMMON, model='fast', images_per_s=12., peak_memory_mb=300.,
-         working_memory_mb=150., implementation='ours'),
+         working_memory_mb=150., allocated_memory_mb=100.,
+         implementation='ours'),
     dict(COMMON, model='no-working', images_per_s=2., peak_memory_mb=90.,
          working_memory_mb=None),
     dict(COMMON, model='broken', status='oom'),
@@ -29,7 +31,10 @@ def test_ratios_pair_each_measurement_with_the_baselines_at_its_size():
     assert (fast['model'], fast['baseline']) == ('fast', 'base')
     assert (fast['speedup'], fast['working_memory_ratio']) == (12., .25)
     assert fast['peak_memory_ratio'] == pytest.approx(1 / 3)
+    assert fast['allocated_memory_ratio'] == .25
+    # A row of a run from before the column: no ratio, no error.
     assert no_working['working_memory_ratio'] is None
+    assert no_working['allocated_memory_ratio'] is None
     assert ratio_rows(RESULTS, 'absent') == []
 
 

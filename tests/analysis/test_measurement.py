@@ -17,6 +17,15 @@ def test_a_measurement_times_every_repeat_and_reads_the_peak():
     assert row['images_per_s'] == pytest.approx(2 / row['median_s'])
     assert row['memory_kind'] == 'cpu_peak_rss'
     assert row['peak_memory_mb'] >= row['working_memory_mb'] >= 0
+    assert row['allocated_memory_mb'] > 0
+
+
+def test_the_allocated_memory_of_a_step_grows_with_its_tokens():
+    # From the allocator's events, not RSS: 16x the tokens at least 4x the
+    # bytes (the activations grow with the tokens, the weights not at all).
+    small, large = (measurement.measure(dict(TASK, resolution=resolution))
+                    for resolution in (32, 128))
+    assert large['allocated_memory_mb'] > 4 * small['allocated_memory_mb']
 
 
 def test_out_of_memory_inside_a_measurement_is_a_result(monkeypatch):

@@ -41,7 +41,10 @@ CUDA); images/s = batch size / median step time.
 Memory: CUDA: torch.cuda.max_memory_allocated of the subprocess (weights,
 inputs, activations, gradients); CPU: peak RSS of the subprocess (getrusage,
 includes the Python interpreter and libraries). 'working_memory_mb' is the peak
-minus what was in use just before the first step.
+minus what was in use just before the first step. 'allocated_memory_mb': the
+most the allocator handed out at once during a step beyond what was in use
+before it (CPU: one more, untimed step under the profiler's allocation events;
+no heap fragmentation or library pages in it; CUDA: the working memory).
 
 Outputs go to a new timestamped directory under --out-dir (or --out, which
 must not exist yet): results.csv, results.json (with the run's metadata),
