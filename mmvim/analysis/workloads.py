@@ -1,8 +1,9 @@
 """What one speed / memory measurement runs: a model named on the command
 line (``vim-tiny-twocall@torch``, ``vim-tiny-compiled@cpu``, ``deit-small``,
-``config:PATH``), built for the measured input size with random weights, and
-its step function. ``compiled``: the model through ``torch.compile``
-(Inductor, one graph); its first step includes the compilation.
+``deit-tiny-compiled``, ``config:PATH``), built for the measured input size
+with random weights, and its step function. ``compiled``: the model through
+``torch.compile`` (Inductor, one graph); its first step includes the
+compilation.
 
 A 'inference' step is a no-grad forward; a 'train' step is forward +
 backward (of the output's mean, or of a config model's loss), gradients
@@ -50,10 +51,11 @@ def parse_model(name: str) -> ModelSpec:
                          backend=backend)
     family, _, rest = base.partition('-')
     arch, *variants = rest.split('-')
-    if family == 'deit' and arch in DEIT_ARCHS and not variants:
+    if family == 'deit' and arch in DEIT_ARCHS and variants in (
+            [], ['compiled']):
         if backend:
             raise ValueError(f'{name}: DeiT does not use the mmvim ops.')
-        return ModelSpec(name, 'deit', arch)
+        return ModelSpec(name, 'deit', arch, compiled=bool(variants))
     if (family == 'vim' and arch in VIM_ARCHS
             and set(variants) <= set(VIM_VARIANTS)
             and len(set(variants)) == len(variants)):
@@ -61,7 +63,8 @@ def parse_model(name: str) -> ModelSpec:
                          compiled='compiled' in variants, backend=backend)
     raise ValueError(
         f'Unknown model {name!r}: use vim-{{{",".join(VIM_ARCHS)}}}'
-        f'[-twocall][-compiled], deit-{{{",".join(DEIT_ARCHS)}}} or '
+        f'[-twocall][-compiled], deit-{{{",".join(DEIT_ARCHS)}}}'
+        '[-compiled] or '
         'config:PATH, optionally with @<backend> (e.g. @cpu, @torch, '
         '@sequential).')
 
@@ -95,8 +98,6 @@ def build_workload(spec: ModelSpec, resolution: int, batch: int, dtype: str,
         model = VisionMamba(arch=spec.arch, img_size=resolution,
                             fuse_directions=not spec.two_call)
         implementation = 'mmvim ' + ('two-call' if spec.two_call else 'fused')
-        if spec.compiled:
-            implementation += ', torch.compile'
         backend = mmvim.ops.get_backend(device)
     else:
         model, scope = build_config_model(spec.config)
@@ -105,6 +106,7 @@ def build_workload(spec: ModelSpec, resolution: int, batch: int, dtype: str,
     model = model.to(device).train(mode == 'train')
     if spec.compiled:
         model = torch.compile(model, fullgraph=True)
+        implementation += ', torch.compile'
     inputs = torch.randn(batch, 3, resolution, resolution, device=device)
     if spec.family == 'config':
         samples = synthetic_data_samples(scope, batch,

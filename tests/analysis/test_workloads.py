@@ -13,10 +13,13 @@ def test_model_names_parse_and_unknown_ones_fail():
     assert parse_model('vim-tiny-compiled@cpu').compiled
     assert not parse_model('vim-tiny-twocall').compiled
     assert parse_model('deit-tiny').family == 'deit'
+    assert parse_model('deit-small-compiled').compiled
+    assert not parse_model('deit-small').compiled
     assert parse_model('config:a/b.py@cuda').config == 'a/b.py'
     for bad in ('vim-huge', 'vim-tiny-fast', 'vim-tiny-twocall-twocall',
                 'vim-tiny-compiled-compiled',
-                'deit-base', 'deit-tiny@cuda', 'vim-tiny@gpu',
+                'deit-base', 'deit-tiny@cuda', 'deit-tiny-twocall',
+                'deit-tiny-compiled-compiled', 'vim-tiny@gpu',
                 'vim-tiny-sequential', 'resnet50'):
         with pytest.raises(ValueError):
             parse_model(bad)

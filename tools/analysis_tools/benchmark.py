@@ -23,6 +23,9 @@ Models (--models), one string per measured variant:
   config:PATH                     the whole model of an mmseg / mmdet config
                                   (training step = its loss on a synthetic
                                   batch)
+  vim-<arch>[-twocall]-compiled,  the same model through torch.compile
+  deit-<arch>-compiled            (Inductor, one graph); its first steps
+                                  include the compilation: give --warmup a few
 
 An '@<backend>' suffix runs that variant on one of the mmvim ops backends
 (`python -m mmvim.ops` lists them): vim-tiny@cpu (the compiled kernel),
