@@ -2,7 +2,8 @@
 only this one's. Each width has its own code (16 lanes with AVX-512, 8 with
 AVX2, 4 with SSE or NEON): a path that no longer compiles passes every test on
 a machine of another kind, while on its own kind the install falls back to
-the portable ops with only a warning."""
+the portable ops with only a warning. The 16-lane code also runs here, built
+for AVX2 with its width imposed, under the CPU op and golden tests."""
 import json
 import os
 import platform
