@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from mmvim.ops.cpu_info import cpu_model_name
+
 COLUMNS = ('model', 'implementation', 'backend', 'device', 'resolution',
            'batch_size', 'dtype', 'mode', 'status', 'images_per_s',
            'median_s', 'min_s', 'peak_memory_mb', 'working_memory_mb',
@@ -59,17 +61,6 @@ def write_results(results: List[Dict], out_dir: str, meta: Dict) -> None:
         json.dump(dict(meta=meta, results=results), file, indent=1)
 
 
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_metadata(command: List[str], device: str) -> Dict:
     """What a reader needs to trust or reproduce the numbers."""
     try:
@@ -81,7 +72,8 @@ def run_metadata(command: List[str], device: str) -> Dict:
     if device == 'cuda':
         device_name = torch.cuda.get_device_name()
     else:
-        device_name = _cpu_name()
+        device_name = (cpu_model_name() or platform.processor()
+                       or platform.machine())
     return dict(command=' '.join(command),
                 date=datetime.datetime.now().isoformat(timespec='seconds'),
                 torch=torch.__version__, device=device,

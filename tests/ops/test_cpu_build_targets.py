@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from mmvim.ops.cpu_info import cpu_flags
+
 REPO = Path(__file__).resolve().parents[2]
 
 # -march -> the instruction sets the build record must list.
@@ -39,8 +41,7 @@ def _build(tmp_path, march, lanes=''):
 
 
 def _this_cpu_flags():
-    from mmvim.ops.backends.cpu import _cpu_flags
-    return _cpu_flags() or set()
+    return cpu_flags() or set()
 
 
 X86 = platform.machine() == 'x86_64' and shutil.which('c++')

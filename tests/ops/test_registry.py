@@ -286,7 +286,7 @@ def test_a_library_for_another_cpu_is_refused_before_loading(
         tmp_path, monkeypatch):
     from mmvim.ops.backends import cpu
     record = cpu.build_record()
-    monkeypatch.setattr(cpu, '_cpu_flags', lambda: {'sse2'})
+    monkeypatch.setattr(cpu, 'cpu_flags', lambda: {'sse2'})
     if record['isa'] and cpu.platform.machine() in ('x86_64', 'AMD64'):
         with pytest.raises(RuntimeError, match='this CPU lacks.*x86-64'):
             cpu.verified_library(record)

@@ -14,10 +14,10 @@ import hashlib
 import json
 import platform
 from pathlib import Path
-from typing import Optional
 
 import torch
 
+from ..cpu_info import cpu_flags
 from ..library import (SavedStates, conv_operator, register_conv_python_parts,
                        register_scan_python_parts, scan_operator)
 
@@ -31,18 +31,6 @@ MINIMUM_TORCH = (2, 10)
 # The forward saves the state at the start of every 64-token chunk
 # (kChunk in csrc/selective_scan_cpu.cpp).
 SAVED = SavedStates(chunk_length=lambda length: 64)
-
-
-def _cpu_flags() -> Optional[set]:
-    """The instruction-set flags of this CPU (Linux), None where unknown."""
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(('flags', 'Features')):
-                    return set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    return None
 
 
 def build_record() -> dict:
@@ -81,7 +69,7 @@ def verified_library(record: dict) -> Path:
             f'torch {torch.__version__} predates the stable ABI '
             f'{".".join(map(str, MINIMUM_TORCH))} the library needs: upgrade '
             'torch')
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if flags is not None and platform.machine() in ('x86_64', 'AMD64'):
         missing = [isa for isa in record.get('isa', []) if isa not in flags]
         if missing:
