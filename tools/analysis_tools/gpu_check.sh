@@ -21,7 +21,11 @@ cd "$(dirname "$0")/../.."
 WHEELS=(mmengine==0.10.7 addict==2.4.0 termcolor==3.3.0 yapf==0.43.0
         platformdirs==4.14.9)
 if [ "${1:-}" = --download-wheels ]; then
-    grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
+    # git's own exclude file (a clone may lack .git/info; a worktree keeps
+    # it elsewhere): the wheels never show as files to commit.
+    exclude=$(git rev-parse --git-path info/exclude) || exit 1
+    mkdir -p "$(dirname "$exclude")"
+    grep -qsx '/.whl/' "$exclude" || echo '/.whl/' >> "$exclude"
     exec python3 -m pip download --no-deps --only-binary=:all: \
         --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
