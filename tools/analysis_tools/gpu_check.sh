@@ -10,7 +10,8 @@
 # mmengine. Once, on a machine with network, in the repository root:
 #     bash tools/analysis_tools/gpu_check.sh --download-wheels
 # (mmengine and what it needs beyond that image, into .whl/, which git
-# ignores through .git/info/exclude); then, there, with .whl carried along:
+# ignores through .git/info/exclude); then, there, with .whl carried along
+# (ignored files travel only when named: the device tool's carry=['.whl']):
 #     bash tools/analysis_tools/gpu_check.sh
 # Everything lands in $OUT (default: a new work_dirs/gpu_check_<time>):
 # log.txt, all that was printed, and results.tar.gz, the test report and the
