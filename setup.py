@@ -123,9 +123,12 @@ def cpu_ops_build():
         extra_compile_args=[
             '-O3', march, '-fno-math-errno', '-fno-trapping-math',
             '-ffp-contract=fast',
-            # Wider lanes than the target's registers pass vectors in memory
-            # between inlined helpers; -Wpsabi warns of it for every one.
-            *([f'-DMMVIM_LANES={lanes}', '-Wno-psabi'] if lanes else []),
+            # Vectors wider than the target's registers (the row path's 16
+            # floats without AVX-512, MMVIM_LANES' wide lanes) pass in memory
+            # between helpers that are all inlined in one file: -Wpsabi's
+            # note on the ABI of such calls concerns no caller outside it.
+            '-Wno-psabi',
+            *([f'-DMMVIM_LANES={lanes}'] if lanes else []),
             f'-DTORCH_TARGET_VERSION=0x{major:02x}{minor:02x}000000000000'
         ],
         py_limited_api=True)
