@@ -520,11 +520,13 @@ inline void with_decay_bounds(const DecayBounds& bounds, const F& f) {
 // chunk of `tile` (token0 + j * token_step), in one pass, and returns what
 // bounds its decay exponents. A low-rank delta is made here, as
 // ScanInputs::low_rank_delta makes it for a row (the same products in the
-// same order).
+// same order). next_chunk: +1 where the caller walks the chunks forward
+// (the forward), -1 where it walks them back (the backward), for the
+// prefetch of the chunk it reads next.
 template <typename scalar_t>
 DecayBounds load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b,
                             const LaneTile& tile, int64_t token0, int64_t token_step,
-                            int64_t len, LaneScratch& s) {
+                            int64_t len, int64_t next_chunk, LaneScratch& s) {
   const int64_t first = tile.first;
   const TileRows<const scalar_t> u(in.u, b, first);
   const std::optional<TileRows<const scalar_t>> delta =
@@ -553,7 +555,7 @@ DecayBounds load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b,
     for (int64_t q = 0; q < kCount; ++q) {
       const int64_t j = j0 + q;
       // The tile's next chunk, read a few tiles' scans from now.
-      const int64_t ahead = token0 + (j + len) * token_step;
+      const int64_t ahead = token0 + (j + next_chunk * kChunk) * token_step;
       if (ahead >= 0 && ahead < in.length) u.prefetch(ahead);
       const LaneFloats uv = u.at(token0 + j * token_step);
       if (in.bias) pre[q] += bias;
@@ -612,7 +614,7 @@ void forward_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b, int64_
     out_rows.prefetch(token0 + j * token_step);
   }
   // y starts as D u; the scan adds <C, h>.
-  with_decay_bounds(load_lane_chunk(in, b, tile, token0, token_step, len, s),
+  with_decay_bounds(load_lane_chunk(in, b, tile, token0, token_step, len, 1, s),
                     [&](auto non_positive, auto above_low) {
                       lane_chunk_scan<kN, decltype(non_positive)::value,
                                       decltype(above_low)::value>(
@@ -791,7 +793,7 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
   const int64_t first = tile.first, first_step = chunk * kChunk;
   const int64_t len = std::min(kChunk, L - first_step), n_values = len * kLanes;
   const int64_t token0 = in.token(first_step, first), token_step = tile.reverse ? -1 : 1;
-  const DecayBounds bounds = load_lane_chunk(in, b, tile, token0, token_step, len, s.in);
+  const DecayBounds bounds = load_lane_chunk(in, b, tile, token0, token_step, len, -1, s.in);
   for (int64_t r = 0; r < kLanes; ++r)
     for (int64_t n = 0; n < N; ++n)
       s.start[n * kLanes + r] =
