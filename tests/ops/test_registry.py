@@ -1,5 +1,6 @@
 """The backend registry: what auto picks, forcing (per thread and per
 process), listing, new backends, broken accelerators."""
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -183,32 +184,63 @@ def test_listing_command_prints_every_backend_even_on_a_bad_setting(
         assert 'cpu tensors: ' in result.stdout
 
 
+@contextlib.contextmanager
+def portable_backend_as(name, wrap):
+    """The portable backend's operators, each wrapped by ``wrap(op_name,
+    operator)``, registered as backend ``name`` for the block."""
+    portable = registry.load_backend('torch')[0]
+    module = types.ModuleType(f'{name}_backend')
+    for op in ('selective_scan', 'causal_conv1d_silu'):
+        setattr(module, op, wrap(op, getattr(portable, op)))
+    sys.modules[module.__name__] = module
+    try:
+        ops.register_backend(ops.Backend(name, module.__name__, 'test',
+                                         fix='none'))
+        yield
+    finally:
+        ops.unregister_backend(name)
+        del sys.modules[module.__name__]
+    assert name not in ops.backend_names()
+
+
 def test_a_new_backend_runs_without_touching_the_mixer(tiny_vim):
     calls = []
-    portable = registry.load_backend('torch')[0]
 
-    def counted(name):
+    def counted(name, operator):
         def run(*args):
             calls.append(name)
-            return getattr(portable, name)(*args)
+            return operator(*args)
         return run
 
-    module = types.ModuleType('counting_backend')
-    for name in ('selective_scan', 'causal_conv1d_silu'):
-        setattr(module, name, counted(name))
-    sys.modules['counting_backend'] = module
-    try:
-        ops.register_backend(ops.Backend('counting', 'counting_backend',
-                                         'test', fix='none'))
-        model = tiny_vim(arch=dict(embed_dims=16, num_layers=2), img_size=32)
-        with ops.use_backend('counting'):
-            model(torch.zeros(1, 3, 32, 32))
-        assert calls.count('selective_scan') == 2
-        assert calls.count('causal_conv1d_silu') == 2  # both directions each
-    finally:
-        ops.unregister_backend('counting')
-        del sys.modules['counting_backend']
-    assert 'counting' not in ops.backend_names()
+    model = tiny_vim(arch=dict(embed_dims=16, num_layers=2), img_size=32)
+    with portable_backend_as('counting', counted), ops.use_backend('counting'):
+        model(torch.zeros(1, 3, 32, 32))
+    assert calls.count('selective_scan') == 2
+    assert calls.count('causal_conv1d_silu') == 2  # both directions each
+
+
+@pytest.mark.parametrize('grad', [False, True])
+def test_operators_run_below_autograd_unless_a_gradient_is_taken(
+        tiny_vim, grad):
+    # Without a gradient the ops call the operators below the Autograd key
+    # (their autograd kernel would only pass the call on); with one, through
+    # it.
+    below_autograd = []
+
+    def recorded(name, operator):
+        def run(*args):
+            below_autograd.append(
+                torch._C._dispatch_tls_is_dispatch_key_excluded(
+                    torch._C.DispatchKey.AutogradFunctionality))
+            return operator(*args)
+        return run
+
+    model = tiny_vim(arch=dict(embed_dims=16, num_layers=2), img_size=32)
+    with portable_backend_as('recording', recorded), \
+            ops.use_backend('recording'), torch.set_grad_enabled(grad):
+        features = model(torch.zeros(1, 3, 32, 32))
+    assert below_autograd == [not grad] * 4
+    assert features[0].requires_grad == grad
 
 
 @pytest.mark.slow
