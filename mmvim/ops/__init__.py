@@ -16,13 +16,16 @@ Each backend's ops are ``torch.library`` operators
 (``mmvim::selective_scan_cpu``, ...; see :mod:`mmvim.ops.library`), so
 ``torch.compile``, ``torch.export`` and fake tensors see one operator call
 per op. A new backend is one :func:`register_backend` call and one module in
-:mod:`mmvim.ops.backends`; the mixer does not change.
+:mod:`mmvim.ops.backends`; the mixer does not change. A backend may also
+define ``rms_norm``, an inference kernel for the blocks' norm
+(:func:`rms_norm`; the ``cpu`` backend does).
 """
 import os
 
 from .mamba_ops import (bidirectional_causal_conv1d_silu,
                         bidirectional_selective_scan, causal_conv1d_silu,
                         check_scan_arguments, selective_scan)
+from .rms_norm import rms_norm, rms_norm_formula
 from .registry import (BACKEND_ENV, Backend, BackendStatus, auto_order,
                        backend_names, get_backend, list_backends,
                        load_backend, register_backend, requested_backend,
@@ -72,6 +75,7 @@ __all__ = [
     'bidirectional_causal_conv1d_silu', 'bidirectional_selective_scan',
     'causal_conv1d_silu',
     'check_scan_arguments', 'get_backend', 'list_backends', 'load_backend',
-    'register_backend', 'requested_backend', 'selective_scan', 'set_backend',
+    'register_backend', 'requested_backend', 'rms_norm', 'rms_norm_formula',
+    'selective_scan', 'set_backend',
     'simulate_backend', 'unregister_backend', 'use_backend'
 ]

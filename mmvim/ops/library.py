@@ -38,7 +38,13 @@ registry picks the backend while Python runs, so ``torch.compile``,
   ahead instead of back; out ``(b, d_out, l)`` in x's dtype and layout. Its
   backward returns ``(grad_x in x's layout, grad_weight, grad_bias)``.
 
-The forward operators carry their autograd formula (their backward
+- ``rms_norm_<b>(x, weight, eps) -> out``: ``x * rsqrt(mean(x^2) + eps) *
+  weight`` over x's last dimension, float32, an inference operator (no
+  backward) that only the ``cpu`` backend defines; :func:`mmvim.ops.rms_norm`
+  calls it where no gradient is taken and computes torch's formula
+  elsewhere.
+
+The scan and conv operators carry their autograd formula (their backward
 operator). A backend written in Python defines its operators with
 :func:`define_scan_operators` / :func:`define_conv_operators`; a compiled one
 declares the same schemas and registers its fake implementations and autograd
@@ -65,6 +71,7 @@ SCHEMAS = {
     'causal_conv1d_silu': f'({CONV_ARGUMENTS}) -> Tensor',
     'causal_conv1d_silu_backward':
     f'({CONV_ARGUMENTS}, Tensor grad_out) -> (Tensor, Tensor, Tensor)',
+    'rms_norm': '(Tensor x, Tensor weight, float eps) -> Tensor',
 }
 
 
@@ -312,6 +319,24 @@ def register_conv_python_parts(backend: str) -> None:
     _register_conv_autograd(backend)
 
 
+def register_norm_python_parts(backend: str) -> None:
+    """The fake implementation of a compiled ``rms_norm_<backend>``, and an
+    autograd kernel that refuses a gradient with the reason."""
+    name = _qualified(operator_name('rms_norm', backend))
+    torch.library.register_fake(
+        name, lambda x, weight, eps: torch.empty_like(
+            x, memory_format=torch.contiguous_format))
+
+    def refuse_gradient(ctx, inputs, output):
+        raise RuntimeError(
+            f'{name} is an inference operator without a backward; '
+            'mmvim.ops.rms_norm computes torch\'s formula where a gradient '
+            'is taken')
+
+    torch.library.register_autograd(name, lambda ctx, grad: None,
+                                    setup_context=refuse_gradient)
+
+
 def define_scan_operators(backend: str,
                           forward: Callable,
                           backward: Callable,
@@ -356,3 +381,8 @@ def scan_operator(backend: str) -> Callable:
 def conv_operator(backend: str) -> Callable:
     """The forward conv operator of ``backend``."""
     return _operator(operator_name('causal_conv1d_silu', backend))
+
+
+def norm_operator(backend: str) -> Callable:
+    """The inference RMSNorm operator of ``backend``."""
+    return _operator(operator_name('rms_norm', backend))

@@ -47,9 +47,10 @@ class Backend:
         name: what users pass to :func:`set_backend` / ``$MMVIM_OPS_BACKEND``.
         module: import path of the implementation. It defines
             ``selective_scan`` and ``causal_conv1d_silu`` (operators with the
-            schemas of :mod:`mmvim.ops.library`), and may define ``check()``,
-            raising with the reason the backend cannot run here (it is then
-            reported as unavailable).
+            schemas of :mod:`mmvim.ops.library`), and may define
+            ``rms_norm`` (an inference kernel, :func:`mmvim.ops.rms_norm`)
+            and ``check()``, raising with the reason the backend cannot run
+            here (it is then reported as unavailable).
         description: one line for listings.
         fix: what a user does to make it available.
         device_types: the tensor device types it accepts (``None``: any), or

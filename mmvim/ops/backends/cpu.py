@@ -1,7 +1,8 @@
 """The ``cpu`` backend: mmvim's compiled selective scan and causal conv
 (mmvim/ops/csrc), operators registered from C++ through the LibTorch stable
 ABI (``mmvim::selective_scan_cpu``, ``mmvim::causal_conv1d_silu_cpu`` and their
-backward operators).
+backward operators), and ``mmvim::rms_norm_cpu``, the inference RMSNorm that
+:func:`mmvim.ops.rms_norm` calls where no gradient is taken.
 
 The library is built at install for the installing machine (setup.py), which
 writes a build record beside it: its SHA-256 and the instruction sets it was
@@ -18,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..cpu_info import cpu_flags
-from ..library import (SavedStates, conv_operator, register_conv_python_parts,
+from ..library import (SavedStates, conv_operator, norm_operator,
+                       register_conv_python_parts, register_norm_python_parts,
                        register_scan_python_parts, scan_operator)
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -83,5 +85,7 @@ def verified_library(record: dict) -> Path:
 torch.ops.load_library(str(verified_library(build_record())))
 register_scan_python_parts('cpu', SAVED)
 register_conv_python_parts('cpu')
+register_norm_python_parts('cpu')
 selective_scan = scan_operator('cpu')
 causal_conv1d_silu = conv_operator('cpu')
+rms_norm = norm_operator('cpu')

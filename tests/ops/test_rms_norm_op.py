@@ -1,0 +1,134 @@
+"""mmvim.ops.rms_norm: the cpu backend's inference kernel against torch's
+formula, and when each of them runs."""
+import pytest
+import torch
+
+from mmvim import ops
+from mmvim.ops import library, registry
+
+
+def cpu_backend():
+    module, reason = registry.load_backend('cpu')
+    if reason is not None:
+        pytest.skip(f'cpu unavailable here: {reason}')
+    return module
+
+
+@pytest.fixture
+def counted_kernel(monkeypatch):
+    """The cpu backend's rms_norm, counting its calls."""
+    module = cpu_backend()
+    calls = []
+    kernel = module.rms_norm
+
+    def counted(*args):
+        calls.append(args)
+        return kernel(*args)
+
+    monkeypatch.setattr(module, 'rms_norm', counted)
+    return calls
+
+
+# Widths around the kernel's 16 partial sums, Vim-Ti's and Vim-S's; leading
+# dimensions of one, two and three.
+@pytest.mark.parametrize('shape', [(1, 1), (3, 15), (2, 5, 16), (4, 17),
+                                   (1, 7, 192), (2, 3, 4, 384)])
+def test_kernel_agrees_with_the_formula(shape):
+    operator = cpu_backend().rms_norm
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen) * 3 + 1
+    weight = torch.randn(shape[-1], generator=gen)
+    out = operator(x, weight, 1e-5)
+    # Only the sum of squares is added in another order: within a few ulp.
+    torch.testing.assert_close(out, ops.rms_norm_formula(x, weight, 1e-5),
+                               rtol=2e-6, atol=1e-6)
+    assert out.shape == x.shape and out.is_contiguous()
+
+
+def test_kernel_reads_a_strided_input():
+    x = torch.randn(8, 24).t()  # (24, 8), not contiguous
+    weight = torch.rand(8)
+    torch.testing.assert_close(cpu_backend().rms_norm(x, weight, 1e-6),
+                               ops.rms_norm_formula(x, weight, 1e-6),
+                               rtol=2e-6, atol=1e-6)
+
+
+def test_kernel_without_a_gradient_only(counted_kernel):
+    x = torch.randn(2, 5, 16)
+    weight = torch.rand(16, requires_grad=True)
+    with ops.use_backend('cpu'):
+        with torch.no_grad():
+            ops.rms_norm(x, weight, 1e-5)
+        assert len(counted_kernel) == 1
+        out = ops.rms_norm(x, weight, 1e-5)
+    assert len(counted_kernel) == 1  # the formula, which autograd follows
+    assert torch.equal(out, ops.rms_norm_formula(x, weight, 1e-5))
+    out.sum().backward()
+    assert weight.grad is not None
+
+
+def test_formula_for_other_dtypes_and_backends(counted_kernel):
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad(), ops.use_backend('cpu'):
+        for x_dtype, weight_dtype in ((torch.bfloat16, torch.float32),
+                                      (torch.float32, torch.bfloat16),
+                                      (torch.float64, torch.float64)):
+            out = ops.rms_norm(x.to(x_dtype), torch.ones(16,
+                                                         dtype=weight_dtype),
+                               1e-5)
+            assert out.dtype == x_dtype
+    with torch.no_grad(), ops.use_backend('torch'):
+        out = ops.rms_norm(x, torch.ones(16), 1e-5)
+    assert not counted_kernel
+    assert torch.equal(out, ops.rms_norm_formula(x, torch.ones(16), 1e-5))
+
+
+def test_traced_calls_see_the_formula():
+    # A jit trace (the FLOP counter's) records torch's operators; torch.compile
+    # and torch.export are tested on the whole model (test_compile_export).
+    cpu_backend()
+    weight = torch.rand(16)
+    with torch.no_grad(), ops.use_backend('cpu'):
+        traced = torch.jit.trace(lambda t: ops.rms_norm(t, weight, 1e-5),
+                                 torch.randn(3, 16), check_trace=False)
+    assert 'rms_norm_cpu' not in str(traced.graph)
+    assert 'aten::rsqrt' in str(traced.graph)
+
+
+def test_operator_has_its_schema_and_passes_opcheck():
+    operator = cpu_backend().rms_norm
+    written = str(operator._schema)
+    assert written[written.index('('):] == library.SCHEMAS['rms_norm']
+    torch.library.opcheck(operator, (torch.randn(2, 5, 24), torch.rand(24),
+                                     1e-5))
+
+
+def test_operator_refuses_a_gradient_saying_why():
+    operator = cpu_backend().rms_norm
+    with pytest.raises(RuntimeError, match='without a backward.*formula'):
+        operator(torch.randn(2, 4, requires_grad=True), torch.ones(4), 1e-5)
+
+
+def test_operator_names_a_wrong_dtype_or_weight():
+    operator = cpu_backend().rms_norm
+    with pytest.raises(RuntimeError, match='must be float32'):
+        operator(torch.randn(2, 4).double(), torch.ones(4).double(), 1e-5)
+    with pytest.raises(RuntimeError, match='weight must be 1-D'):
+        operator(torch.randn(2, 4), torch.ones(5), 1e-5)
+
+
+def test_compiled_calls_see_the_formula():
+    cpu_backend()
+    weight = torch.rand(16)
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append(str(graph_module.graph))
+        return graph_module
+
+    with torch.no_grad(), ops.use_backend('cpu'):
+        compiled = torch.compile(lambda t: ops.rms_norm(t, weight, 1e-5),
+                                 backend=record, fullgraph=True)
+        compiled(torch.randn(3, 16))
+    assert len(graphs) == 1
+    assert 'rms_norm_cpu' not in graphs[0] and 'rsqrt' in graphs[0]
