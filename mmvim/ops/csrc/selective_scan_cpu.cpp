@@ -552,14 +552,18 @@ DecayBounds load_lane_chunk(const ScanInputs<scalar_t, float>& in, int64_t b,
         for (int64_t q = 0; q < kCount; ++q) pre[q] += weight * factor[q][k];
       }
     }
+    LaneFloats exp_part[kCount];  // the softplus's first half, all tokens first
+    for (int64_t q = 0; q < kCount; ++q) {
+      if (in.bias) pre[q] += bias;
+      if (in.softplus) exp_part[q] = softplus_exp_lanes(pre[q]);
+    }
     for (int64_t q = 0; q < kCount; ++q) {
       const int64_t j = j0 + q;
       // The tile's next chunk, read a few tiles' scans from now.
       const int64_t ahead = token0 + (j + next_chunk * kChunk) * token_step;
       if (ahead >= 0 && ahead < in.length) u.prefetch(ahead);
       const LaneFloats uv = u.at(token0 + j * token_step);
-      if (in.bias) pre[q] += bias;
-      const LaneFloats dt = in.softplus ? softplus_lanes(pre[q]) : pre[q];
+      const LaneFloats dt = in.softplus ? softplus_from_exp_lanes(pre[q], exp_part[q]) : pre[q];
       store_lanes(s.u + j * kLanes, uv);
       store_lanes(s.pre + j * kLanes, pre[q]);
       store_lanes(s.dt + j * kLanes, dt);
