@@ -17,7 +17,7 @@ Each backend's ops are ``torch.library`` operators
 ``torch.compile``, ``torch.export`` and fake tensors see one operator call
 per op. A new backend is one :func:`register_backend` call and one module in
 :mod:`mmvim.ops.backends`; the mixer does not change. A backend may also
-define ``rms_norm``, an inference kernel for the blocks' norm
+define ``rms_norm``, a compiled operator for the blocks' norm
 (:func:`rms_norm`; the ``cpu`` backend does).
 """
 import os

@@ -39,12 +39,12 @@ registry picks the backend while Python runs, so ``torch.compile``,
   backward returns ``(grad_x in x's layout, grad_weight, grad_bias)``.
 
 - ``rms_norm_<b>(x, weight, eps) -> out``: ``x * rsqrt(mean(x^2) + eps) *
-  weight`` over x's last dimension, float32, an inference operator (no
-  backward) that only the ``cpu`` backend defines; :func:`mmvim.ops.rms_norm`
-  calls it where no gradient is taken and computes torch's formula
-  elsewhere.
+  weight`` over x's last dimension, float32, contiguous, with its backward
+  ``(x, weight, eps, grad_out) -> (grad_x, grad_weight)``; only the ``cpu``
+  backend defines them, and :func:`mmvim.ops.rms_norm` computes torch's
+  formula elsewhere.
 
-The scan and conv operators carry their autograd formula (their backward
+The forward operators carry their autograd formula (their backward
 operator). A backend written in Python defines its operators with
 :func:`define_scan_operators` / :func:`define_conv_operators`; a compiled one
 declares the same schemas and registers its fake implementations and autograd
@@ -62,6 +62,7 @@ SCAN_ARGUMENTS = ('Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, '
 SCAN_FORWARD_OPTIONS = ('Tensor? delta_weight, bool average_directions, '
                         'bool save_states')
 CONV_ARGUMENTS = 'Tensor x, Tensor weight, Tensor? bias, SymInt reverse_from'
+NORM_ARGUMENTS = 'Tensor x, Tensor weight, float eps'
 SCHEMAS = {
     'selective_scan':
     f'({SCAN_ARGUMENTS}, {SCAN_FORWARD_OPTIONS}) -> (Tensor, Tensor)',
@@ -71,7 +72,9 @@ SCHEMAS = {
     'causal_conv1d_silu': f'({CONV_ARGUMENTS}) -> Tensor',
     'causal_conv1d_silu_backward':
     f'({CONV_ARGUMENTS}, Tensor grad_out) -> (Tensor, Tensor, Tensor)',
-    'rms_norm': '(Tensor x, Tensor weight, float eps) -> Tensor',
+    'rms_norm': f'({NORM_ARGUMENTS}) -> Tensor',
+    'rms_norm_backward':
+    f'({NORM_ARGUMENTS}, Tensor grad_out) -> (Tensor, Tensor)',
 }
 
 
@@ -320,21 +323,32 @@ def register_conv_python_parts(backend: str) -> None:
 
 
 def register_norm_python_parts(backend: str) -> None:
-    """The fake implementation of a compiled ``rms_norm_<backend>``, and an
-    autograd kernel that refuses a gradient with the reason."""
-    name = _qualified(operator_name('rms_norm', backend))
+    """Fake implementations and autograd of a compiled ``rms_norm_<backend>``
+    and its backward."""
     torch.library.register_fake(
-        name, lambda x, weight, eps: torch.empty_like(
+        _qualified(operator_name('rms_norm', backend)),
+        lambda x, weight, eps: torch.empty_like(
             x, memory_format=torch.contiguous_format))
+    torch.library.register_fake(
+        _qualified(operator_name('rms_norm', backend, True)),
+        lambda x, weight, eps, grad_out: (
+            torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(weight, memory_format=torch.contiguous_format)))
+    backward = _operator(operator_name('rms_norm', backend, True))
 
-    def refuse_gradient(ctx, inputs, output):
-        raise RuntimeError(
-            f'{name} is an inference operator without a backward; '
-            'mmvim.ops.rms_norm computes torch\'s formula where a gradient '
-            'is taken')
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:2])
+        ctx.eps = inputs[2]
 
-    torch.library.register_autograd(name, lambda ctx, grad: None,
-                                    setup_context=refuse_gradient)
+    def gradients(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grads = backward(x, weight, ctx.eps, grad_out)
+        return (*_gradients_of_given(grads, ctx.needs_input_grad[:2],
+                                     (x, weight)), None)
+
+    torch.library.register_autograd(
+        _qualified(operator_name('rms_norm', backend)), gradients,
+        setup_context=setup_context)
 
 
 def define_scan_operators(backend: str,
@@ -384,5 +398,5 @@ def conv_operator(backend: str) -> Callable:
 
 
 def norm_operator(backend: str) -> Callable:
-    """The inference RMSNorm operator of ``backend``."""
+    """The forward RMSNorm operator of ``backend``."""
     return _operator(operator_name('rms_norm', backend))

@@ -48,7 +48,7 @@ class Backend:
         module: import path of the implementation. It defines
             ``selective_scan`` and ``causal_conv1d_silu`` (operators with the
             schemas of :mod:`mmvim.ops.library`), and may define
-            ``rms_norm`` (an inference kernel, :func:`mmvim.ops.rms_norm`)
+            ``rms_norm`` (an operator for :func:`mmvim.ops.rms_norm`)
             and ``check()``, raising with the reason the backend cannot run
             here (it is then reported as unavailable).
         description: one line for listings.

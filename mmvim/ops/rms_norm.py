@@ -2,17 +2,16 @@
 weight`` over the last dimension, computed in float32 or wider.
 
 torch's formula makes five passes and their temporaries over the block's
-token stream; a backend may define ``rms_norm``, a compiled kernel making
-two (the ``cpu`` backend does: a Vim-Ti forward at 512 px 1-6% faster, one
-thread, Xeon). It runs where it can stand in for the formula: float32 x and
-weight, no gradient taken (it has no backward), and nothing tracing the call
-(``torch.compile`` and ``torch.export`` see the formula, which Inductor
-fuses and ONNX has operators for; a jit trace, as the FLOP counter makes,
-records it as well).
+token stream, and autograd as many again; a backend may define ``rms_norm``,
+a compiled operator with its backward making two passes each (the ``cpu``
+backend does). It runs where it can stand in for the formula: float32 x and
+weight, and nothing tracing the call (``torch.compile`` and ``torch.export``
+see the formula, which Inductor fuses and ONNX has operators for; a jit
+trace, as the FLOP counter makes, records it as well).
 """
 import torch
 
-from .mamba_ops import _needs_gradient
+from .mamba_ops import _below_autograd_unless, _needs_gradient
 from .registry import resolve
 
 
@@ -29,16 +28,13 @@ def rms_norm_formula(x: torch.Tensor, weight: torch.Tensor,
 def rms_norm(x: torch.Tensor, weight: torch.Tensor,
              eps: float) -> torch.Tensor:
     """x (..., D) normalised by its root mean square over D, times weight
-    (D,): the backend's kernel where it can stand in for the formula (see
+    (D,): the backend's operator where it can stand in for the formula (see
     the module's docstring), else :func:`rms_norm_formula`."""
     if x.dtype == weight.dtype == torch.float32 and \
-            not _needs_gradient((x, weight)) and \
             not torch.compiler.is_compiling() and \
             not torch.jit.is_tracing():
         kernel = getattr(resolve(x.device)[1], 'rms_norm', None)
         if kernel is not None:
-            # Below Autograd, as mamba_ops calls the other operators
-            # where no gradient is taken.
-            with torch._C._AutoDispatchBelowAutograd():
+            with _below_autograd_unless(_needs_gradient((x, weight))):
                 return kernel(x, weight, eps)
     return rms_norm_formula(x, weight, eps)

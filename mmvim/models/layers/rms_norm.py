@@ -9,8 +9,8 @@ class RMSNorm(nn.Module):
 
     Normalising in at least float32 keeps the fp32 residual stream's
     precision under autocast and with half weights; the output keeps the
-    input's dtype. :func:`mmvim.ops.rms_norm` computes it (a compiled kernel
-    on CPUs in inference).
+    input's dtype. :func:`mmvim.ops.rms_norm` computes it (a compiled
+    operator on CPUs).
     """
 
     def __init__(self, embed_dims: int, eps: float = 1e-5):

@@ -42,9 +42,11 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_silu_cpu_backward(Tensor x, Ten
                                                                    Tensor grad_out);
 
 // x * rsqrt(mean(x^2, last dim) + eps) * weight, float32 x and weight (1-D,
-// x's last dimension): a new contiguous tensor of x's shape. Inference only:
-// the operator has no backward (mmvim.ops.rms_norm calls it where no gradient
-// is taken).
+// x's last dimension): a new contiguous tensor of x's shape.
 Tensor rms_norm_cpu(Tensor x, Tensor weight, double eps);
+
+// (grad_x in x's shape, grad_weight), contiguous.
+std::tuple<Tensor, Tensor> rms_norm_cpu_backward(Tensor x, Tensor weight, double eps,
+                                                 Tensor grad_out);
 
 }  // namespace mmvim
