@@ -161,9 +161,14 @@ def test_a_value_read_from_a_network_output_names_the_module(monkeypatch):
 
 
 @pytest.mark.slow
-def test_each_ops_backend_saves_its_own_chunk_states():
+def test_each_ops_backend_saves_its_own_chunk_states(monkeypatch):
+    from mmvim.ops.backends import cpu as cpu_backend
     from mmvim.ops.backends.cpu import SAVED as CPU_STATES
     from mmvim.ops.triton.scan import SAVED as TRITON_STATES
+    # The cpu backend's RMSNorm operator saves less for the backward than
+    # torch's formula, which the triton backend's blocks run: both run the
+    # formula here, so that the scans' states are the only difference.
+    monkeypatch.delattr(cpu_backend, 'rms_norm')
     size = dict(input_shape=(128, 128), batch_per_gpu=2)
     cpu, triton = (estimate_memory(EstimateSettings(TINY, ops_backend=name,
                                                     **size))
