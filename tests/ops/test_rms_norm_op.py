@@ -153,3 +153,24 @@ def test_compiled_calls_see_the_formula():
         compiled(torch.randn(3, 16))
     assert len(graphs) == 1
     assert 'rms_norm_cpu' not in graphs[0] and 'rsqrt' in graphs[0]
+
+
+def test_gradients_do_not_depend_on_the_thread_count():
+    cpu_backend()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(300, 48, generator=gen)  # five blocks of 64 rows
+    weight = torch.randn(48, generator=gen)
+    grad_out = torch.randn(300, 48, generator=gen)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            leaves = [t.clone().requires_grad_() for t in (x, weight)]
+            with ops.use_backend('cpu'):
+                out = ops.rms_norm(*leaves, 1e-5)
+            results.append(torch.autograd.grad(out, leaves, grad_out))
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
