@@ -174,3 +174,16 @@ def test_gradients_do_not_depend_on_the_thread_count():
         torch.set_num_threads(threads)
     for one, two in zip(*results):
         assert torch.equal(one, two)
+
+
+def test_backward_operator_reads_a_bf16_gradient_and_names_a_wrong_shape():
+    backward = torch.ops.mmvim.rms_norm_cpu_backward.default
+    cpu_backend()
+    x, weight = torch.randn(3, 16), torch.rand(16)
+    grad_out = torch.randn(3, 16).bfloat16()
+    got = backward(x, weight, 1e-5, grad_out)
+    expected = backward(x, weight, 1e-5, grad_out.float())
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="grad_out must have x's shape"):
+        backward(x, weight, 1e-5, torch.randn(2, 16))

@@ -89,7 +89,9 @@ Tensor rms_norm_cpu(Tensor x, Tensor weight, double eps) {
 std::tuple<Tensor, Tensor> rms_norm_cpu_backward(Tensor x, Tensor weight, double eps,
                                                  Tensor grad_out) {
   const Rows in = prepare("rms_norm_cpu_backward", x, weight);
-  grad_out = torch::stable::contiguous(grad_out);
+  STD_TORCH_CHECK(grad_out.numel() == in.x.numel(),
+                  "mmvim::rms_norm_cpu_backward: grad_out must have x's shape");
+  grad_out = contiguous_as(grad_out, ScalarType::Float);
   Tensor grad_x = torch::stable::empty_like(in.x);
   Tensor grad_weight = torch::stable::empty_like(in.weight);
   const int64_t width = in.width, blocks = (in.rows + kRowsPerTask - 1) / kRowsPerTask;
