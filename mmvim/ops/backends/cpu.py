@@ -1,8 +1,8 @@
 """The ``cpu`` backend: mmvim's compiled selective scan and causal conv
 (mmvim/ops/csrc), operators registered from C++ through the LibTorch stable
 ABI (``mmvim::selective_scan_cpu``, ``mmvim::causal_conv1d_silu_cpu`` and their
-backward operators), and ``mmvim::rms_norm_cpu``, the inference RMSNorm that
-:func:`mmvim.ops.rms_norm` calls where no gradient is taken.
+backward operators), and ``mmvim::rms_norm_cpu`` and its backward, the blocks'
+RMSNorm that :func:`mmvim.ops.rms_norm` calls for float32 tensors.
 
 The library is built at install for the installing machine (setup.py), which
 writes a build record beside it: its SHA-256 and the instruction sets it was

@@ -1,9 +1,9 @@
 // Registers the `cpu` backend's operators with the PyTorch dispatcher: the
 // schemas (the same as every other backend's, stated in
 // mmvim/ops/library.py; a test compares them) and their CPU kernels, and the
-// RMSNorm only this backend has. The
-// fake implementations and the autograd formulas are registered from Python
-// (mmvim/ops/backends/cpu.py) when the library is loaded.
+// RMSNorm pair only this backend has. The fake implementations and the
+// autograd formulas are registered from Python (mmvim/ops/backends/cpu.py)
+// when the library is loaded.
 #include "cpu_ops.h"
 
 #include <torch/csrc/stable/library.h>
