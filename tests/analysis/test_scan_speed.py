@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 from mmvim import ops
 from mmvim.analysis.scan_speed import (D_STATE, DT_RANK, SCAN_CALLS,
-                                       VIM_TINY_CHANNELS, scan_call,
-                                       scan_inputs)
+                                       VIM_TINY_CHANNELS, output_gradient,
+                                       scan_call, scan_inputs)
 
 
 def test_inputs_are_one_fused_two_direction_call_and_repeatable():
@@ -49,3 +49,16 @@ def test_the_calls_without_parts_compute_the_same_scan():
     assert whole['delta'].stride(1) == 1  # channel-last, as u
     with pytest.raises(ValueError, match='the calls are'):
         scan_call(inputs, 'no scan')
+
+
+def test_training_gradient_is_laid_out_as_the_mixers():
+    # The mixer's scan gets its output gradient channel-last (out_proj's
+    # backward, transposed); a broadcast one would time another kernel path.
+    inputs = scan_inputs(length=6, batch=2, dtype=torch.bfloat16)
+    gradient = output_gradient(inputs)
+    with ops.use_backend('torch'):
+        out = ops.bidirectional_selective_scan(
+            **scan_call(inputs, 'mixer call'))
+    assert gradient.shape == out.shape == (2, VIM_TINY_CHANNELS // 2, 6)
+    assert gradient.stride(1) == 1 and gradient.dtype == torch.bfloat16
+    assert gradient.std() > 0.5  # values, not a broadcast constant
