@@ -370,12 +370,19 @@ void gather_lanes(const ScanInputs<scalar_t, float>& in, const Rows<scalar_t>& r
 // token, interleaved with the recurrence, kept the vector units half idle.
 constexpr int kLaneStatesPerPass = kLanes >= 16 ? 16 : 8;
 constexpr bool kDecaysFirst = kLanes < 16;
+// Whether the backward's walk computes each decay again rather than reading
+// the one its recompute made: where the recurrence computes them inline
+// (AVX-512), storing a decay per state and token and loading it back cost
+// more than its exp (the backward 1.13-1.18x faster without, Xeon); where
+// they are made first into memory, they are kept there.
+constexpr bool kWalkRecomputesDecays = !kDecaysFirst;
 
 // The scan over one chunk in lanes; h (N * kLanes floats) in and out. y
 // holds D u on entry and gets <C, h> added, state by state in order (the
 // sum is the same whatever the passes). kKeep (the backward's recompute):
-// every step's decays and states are written to decays_out and states_out,
-// (len, N, kLanes), the forward's arithmetic giving the same bits.
+// every step's states are written to states_out and, unless
+// kWalkRecomputesDecays, its decays to decays_out, (len, N, kLanes), the
+// forward's arithmetic giving the same bits.
 template <int kN, bool kNonPositive, bool kAboveLow, bool kKeep = false>
 inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float* du,
                             const float* A2, const float* Bt, const float* Ct, int64_t token0,
@@ -414,7 +421,6 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
 #pragma GCC unroll 16
         for (int n = 0; n < kPass; ++n) {
           const LaneFloats a = kDecaysFirst ? load_lanes(decay_at(j, n)) : decay(dtv, n);
-          if constexpr (kKeep && !kDecaysFirst) store_lanes(decay_at(j, n), a);
           hv[n] = a * hv[n] + duv * B[n];
           if constexpr (kKeep) store_lanes(states_out + (j * kN + n0 + n) * kLanes, hv[n]);
           acc += hv[n] * C[n];
@@ -435,7 +441,7 @@ inline void lane_chunk_scan(int64_t N, int64_t len, const float* dt, const float
         const LaneFloats state = decay * load_lanes(h + n * kLanes) + duv * B[n];
         store_lanes(h + n * kLanes, state);
         if constexpr (kKeep) {
-          store_lanes(decays_out + (j * N + n) * kLanes, decay);
+          if constexpr (!kWalkRecomputesDecays) store_lanes(decays_out + (j * N + n) * kLanes, decay);
           store_lanes(states_out + (j * N + n) * kLanes, state);
         }
         acc += state * C[n];
@@ -759,9 +765,9 @@ LaneAdjoint make_lane_adjoint(const ScanInputs<scalar_t, float>& in, int64_t b, 
   return adjoint;
 }
 
-// One recomputed chunk of a lane tile: its decays and states, (kChunk, N,
-// kLanes); its start state and a copy the recompute advances; the per-token
-// vectors of the walk.
+// One recomputed chunk of a lane tile: its states and (unless
+// kWalkRecomputesDecays) decays, (kChunk, N, kLanes); its start state and a
+// copy the recompute advances; the per-token vectors of the walk.
 struct LaneBackwardScratch {
   std::vector<float> decay, h, start, end;
   LaneScratch in;
@@ -769,7 +775,10 @@ struct LaneBackwardScratch {
       sum_wA[kChunk * kLanes], lambda_B[kChunk * kLanes], grad_u[kChunk * kLanes],
       grad_pre[kChunk * kLanes];
   explicit LaneBackwardScratch(int64_t N)
-      : decay(kChunk * N * kLanes), h(kChunk * N * kLanes), start(N * kLanes), end(N * kLanes) {}
+      : decay(kWalkRecomputesDecays ? 0 : kChunk * N * kLanes),
+        h(kChunk * N * kLanes),
+        start(N * kLanes),
+        end(N * kLanes) {}
 };
 
 // Lane r of `len` lane vectors (token-major scratch) into dst[j * step].
@@ -780,8 +789,8 @@ inline void write_lane_row(const float* lanes, int64_t r, int64_t len, scalar_t*
 }
 
 // The backward of one chunk of one lane tile, from the saved state at its
-// start: recompute its decays and states (the forward's arithmetic, so the
-// same bits), then walk it from its last token to its first with the adjoint
+// start: recompute its states (the forward's arithmetic, so the same bits),
+// then walk it from its last token to its first with the adjoint
 // lambda_t = g_t C_t + a_{t+1} lambda_{t+1}, state by state (a state's
 // carry and grad_A stay in registers; every sum over the states keeps the
 // states' order). dB and dC, sums over the channels, accumulate in lanes in
@@ -837,31 +846,45 @@ void backward_lane_chunk(const ScanInputs<scalar_t, float>& in,
       carry[n] = load_lanes(adjoint.carry.data() + (n0 + n) * kLanes);
       grad_A[n] = load_lanes(adjoint.grad_A.data() + (n0 + n) * kLanes);
     }
-    for (int64_t j = len - 1; j >= 0; --j) {
-      const LaneFloats g = load_lanes(s.g + j * kLanes), dt = load_lanes(s.in.dt + j * kLanes);
-      const LaneFloats du = load_lanes(s.in.du + j * kLanes);
-      LaneFloats sum_wA = load_lanes(s.sum_wA + j * kLanes);
-      LaneFloats lambda_B = load_lanes(s.lambda_B + j * kLanes);
-      const float* B = B_of(j) + n0;
-      const float* C = C_of(j) + n0;
-      for (int64_t n = 0; n < pass; ++n) {
-        const int64_t state = (j * N + n0 + n) * kLanes;
-        const LaneFloats a = load_lanes(s.decay.data() + state);
-        const LaneFloats previous = load_lanes(
-            j ? s.h.data() + state - N * kLanes : s.start.data() + (n0 + n) * kLanes);
-        const LaneFloats lambda = g * C[n] + carry[n];
-        const LaneFloats w = lambda * a * previous;  // dL/d(dt A_n)
-        grad_A[n] += w * dt;
-        sum_wA += w * load_lanes(adjoint.A.data() + (n0 + n) * kLanes);
-        lambda_B += lambda * B[n];
-        store_lanes(dB_lanes + state, load_lanes(dB_lanes + state) + lambda * du);
-        store_lanes(dC_lanes + state, load_lanes(dC_lanes + state) +
-                                          g * load_lanes(s.h.data() + state));
-        carry[n] = a * lambda;
+    LaneFloats a2[kLaneStatesPerPass];
+    for (int64_t n = 0; n < pass; ++n) a2[n] = load_lanes(tile.A2.data() + (n0 + n) * kLanes);
+    // The decay the recompute used, under the same bounds (the same bits).
+    const auto decay_of = [&](LaneFloats dt, int64_t n, int64_t state, auto non_positive,
+                              auto above_low) {
+      if constexpr (kWalkRecomputesDecays)
+        return exp2_vec<LaneFloats, LaneInts, decltype(non_positive)::value,
+                        decltype(above_low)::value>(dt * a2[n]);
+      else
+        return load_lanes(s.decay.data() + state);
+    };
+    with_decay_bounds(bounds, [&](auto non_positive, auto above_low) {
+      for (int64_t j = len - 1; j >= 0; --j) {
+        const LaneFloats g = load_lanes(s.g + j * kLanes), dt = load_lanes(s.in.dt + j * kLanes);
+        const LaneFloats du = load_lanes(s.in.du + j * kLanes);
+        LaneFloats sum_wA = load_lanes(s.sum_wA + j * kLanes);
+        LaneFloats lambda_B = load_lanes(s.lambda_B + j * kLanes);
+        const float* B = B_of(j) + n0;
+        const float* C = C_of(j) + n0;
+#pragma GCC unroll 16
+        for (int64_t n = 0; n < pass; ++n) {
+          const int64_t state = (j * N + n0 + n) * kLanes;
+          const LaneFloats a = decay_of(dt, n, state, non_positive, above_low);
+          const LaneFloats previous = load_lanes(
+              j ? s.h.data() + state - N * kLanes : s.start.data() + (n0 + n) * kLanes);
+          const LaneFloats lambda = g * C[n] + carry[n];
+          const LaneFloats w = lambda * a * previous;  // dL/d(dt A_n)
+          grad_A[n] += w * dt;
+          sum_wA += w * load_lanes(adjoint.A.data() + (n0 + n) * kLanes);
+          lambda_B += lambda * B[n];
+          store_lanes(dB_lanes + state, load_lanes(dB_lanes + state) + lambda * du);
+          store_lanes(dC_lanes + state, load_lanes(dC_lanes + state) +
+                                            g * load_lanes(s.h.data() + state));
+          carry[n] = a * lambda;
+        }
+        store_lanes(s.sum_wA + j * kLanes, sum_wA);
+        store_lanes(s.lambda_B + j * kLanes, lambda_B);
       }
-      store_lanes(s.sum_wA + j * kLanes, sum_wA);
-      store_lanes(s.lambda_B + j * kLanes, lambda_B);
-    }
+    });
     for (int64_t n = 0; n < pass; ++n) {
       store_lanes(adjoint.carry.data() + (n0 + n) * kLanes, carry[n]);
       store_lanes(adjoint.grad_A.data() + (n0 + n) * kLanes, grad_A[n]);
