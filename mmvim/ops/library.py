@@ -282,22 +282,25 @@ def _register_scan_autograd(backend: str) -> None:
         setup_context=setup_context)
 
 
-def _register_conv_autograd(backend: str) -> None:
-    backward = _operator(operator_name('causal_conv1d_silu', backend, True))
+def _register_operator_autograd(op: str, backend: str, tensors: int) -> None:
+    """Autograd of ``<op>_<backend>`` whose first ``tensors`` arguments are
+    its differentiable tensors and the rest options: the backward operator
+    takes them all and grad_out, and returns one gradient per tensor."""
+    backward = _operator(operator_name(op, backend, True))
 
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:3])
-        ctx.reverse_from = inputs[3]
+        ctx.save_for_backward(*inputs[:tensors])
+        ctx.options = inputs[tensors:]
 
     def gradients(ctx, grad_out):
         inputs = ctx.saved_tensors
-        grads = backward(*inputs, ctx.reverse_from, grad_out)
+        grads = backward(*inputs, *ctx.options, grad_out)
         return (*_gradients_of_given(grads, ctx.needs_input_grad, inputs),
-                None)
+                *(None, ) * len(ctx.options))
 
-    torch.library.register_autograd(
-        _qualified(operator_name('causal_conv1d_silu', backend)), gradients,
-        setup_context=setup_context)
+    torch.library.register_autograd(_qualified(operator_name(op, backend)),
+                                    gradients,
+                                    setup_context=setup_context)
 
 
 def register_scan_python_parts(backend: str, saved: SavedStates) -> None:
@@ -319,7 +322,7 @@ def register_conv_python_parts(backend: str) -> None:
     torch.library.register_fake(
         _qualified(operator_name('causal_conv1d_silu', backend, True)),
         _conv_backward_fake)
-    _register_conv_autograd(backend)
+    _register_operator_autograd('causal_conv1d_silu', backend, tensors=3)
 
 
 def register_norm_python_parts(backend: str) -> None:
@@ -334,21 +337,7 @@ def register_norm_python_parts(backend: str) -> None:
         lambda x, weight, eps, grad_out: (
             torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(weight, memory_format=torch.contiguous_format)))
-    backward = _operator(operator_name('rms_norm', backend, True))
-
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:2])
-        ctx.eps = inputs[2]
-
-    def gradients(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        grads = backward(x, weight, ctx.eps, grad_out)
-        return (*_gradients_of_given(grads, ctx.needs_input_grad[:2],
-                                     (x, weight)), None)
-
-    torch.library.register_autograd(
-        _qualified(operator_name('rms_norm', backend)), gradients,
-        setup_context=setup_context)
+    _register_operator_autograd('rms_norm', backend, tensors=2)
 
 
 def define_scan_operators(backend: str,

@@ -187,3 +187,5 @@ def test_backward_operator_reads_a_bf16_gradient_and_names_a_wrong_shape():
         assert torch.equal(a, b)
     with pytest.raises(RuntimeError, match="grad_out must have x's shape"):
         backward(x, weight, 1e-5, torch.randn(2, 16))
+    with pytest.raises(RuntimeError, match="grad_out must have x's shape"):
+        backward(x, weight, 1e-5, torch.randn(16, 3))  # as many values

@@ -89,8 +89,9 @@ Tensor rms_norm_cpu(Tensor x, Tensor weight, double eps) {
 std::tuple<Tensor, Tensor> rms_norm_cpu_backward(Tensor x, Tensor weight, double eps,
                                                  Tensor grad_out) {
   const Rows in = prepare("rms_norm_cpu_backward", x, weight);
-  STD_TORCH_CHECK(grad_out.numel() == in.x.numel(),
-                  "mmvim::rms_norm_cpu_backward: grad_out must have x's shape");
+  bool same_shape = grad_out.dim() == x.dim();
+  for (int64_t d = 0; same_shape && d < x.dim(); ++d) same_shape = grad_out.size(d) == x.size(d);
+  STD_TORCH_CHECK(same_shape, "mmvim::rms_norm_cpu_backward: grad_out must have x's shape");
   grad_out = contiguous_as(grad_out, ScalarType::Float);
   Tensor grad_x = torch::stable::empty_like(in.x);
   Tensor grad_weight = torch::stable::empty_like(in.weight);
