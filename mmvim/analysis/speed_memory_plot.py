@@ -4,16 +4,19 @@ when a figure is drawn."""
 import os
 from typing import Dict, List
 
+from .benchmark_results import combine_rounds
+
 
 def plot_results(results: List[Dict], out_dir: str, title: str) -> List[str]:
     """One PNG per (mode, dtype, batch size), two panels as in the paper's
     Figure 1: images/s and peak memory against resolution, one line per
-    model; an 'x' at the top marks where a model ran out of memory."""
+    model (a measurement's rounds combined); an 'x' at the top marks where
+    a model ran out of memory."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     groups = {}
-    for row in results:
+    for row in combine_rounds(results):
         groups.setdefault((row['mode'], row['dtype'], row['batch_size']),
                           []).append(row)
     paths = []

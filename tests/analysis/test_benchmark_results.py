@@ -5,9 +5,9 @@ import pytest
 
 from mmvim.analysis import benchmark_results
 from mmvim.analysis.benchmark_results import (COLUMNS, RATIO_COLUMNS,
-                                              format_table, new_output_dir,
-                                              ratio_rows, report,
-                                              write_results)
+                                              combine_rounds, format_table,
+                                              new_output_dir, ratio_rows,
+                                              report, write_results)
 
 COMMON = dict(resolution=512, batch_size=1, dtype='fp32', mode='train',
               status='ok')
@@ -79,3 +79,62 @@ def test_metadata_names_the_command_and_the_machine():
     assert meta['command'] == 'python x.py --a'
     assert meta['device'] == 'cpu' and meta['device_name']
     assert meta['git_commit']
+
+
+def rounds_of(model, speeds, peaks, status='ok'):
+    """One measurement's rounds: images/s and peak memory of each."""
+    return [
+        dict(COMMON, model=model, round=index, status=status,
+             images_per_s=speed, median_s=1 / speed, min_s=.9 / speed,
+             peak_memory_mb=peak, working_memory_mb=peak / 2,
+             allocated_memory_mb=None, times_s=[1 / speed])
+        for index, (speed, peak) in enumerate(zip(speeds, peaks))
+    ]
+
+
+def test_rounds_combine_into_one_row_per_measurement():
+    results = rounds_of('base', [1., 2., 4.], [900., 950., 920.])
+    combined, = combine_rounds(results)
+    assert combined['rounds'] == 3
+    assert combined['median_s'] == .5 and combined['images_per_s'] == 2.
+    assert combined['min_s'] == pytest.approx(.9 / 4)
+    # A peak is the highest seen; a figure some round lacks stays unknown.
+    assert combined['peak_memory_mb'] == 950.
+    assert combined['working_memory_mb'] == 475.
+    assert combined['allocated_memory_mb'] is None
+    assert 'round' not in combined and 'times_s' not in combined
+    # Rows without rounds (one round, or earlier runs) stay as they are.
+    assert combine_rounds(RESULTS) == RESULTS
+
+
+def test_a_failed_round_makes_the_measurement_a_failure():
+    results = rounds_of('base', [1., 2.], [900., 950.])
+    results[1].update(status='timeout', note='over 10 s')
+    combined, = combine_rounds(results)
+    assert (combined['status'], combined['note']) == ('timeout', 'over 10 s')
+
+
+def test_speedups_are_the_rounds_own_ratios():
+    # The machine halves its speed in the second round: the rounds' ratios
+    # (4, 4, 3) say so, a ratio of the whole run's medians (2 / 0.5) not.
+    results = (rounds_of('base', [1., .25, 1.], [900.] * 3) +
+               rounds_of('fast', [4., 1., 3.], [300.] * 3))
+    fast, = ratio_rows(results, 'base')
+    assert (fast['speedup'], fast['speedup_min'], fast['speedup_max'],
+            fast['rounds']) == (4., 3., 4., 3)
+    assert fast['peak_memory_ratio'] == pytest.approx(1 / 3)
+    assert fast['allocated_memory_ratio'] is None
+
+
+def test_report_prints_the_rounds_and_their_spread(capsys):
+    results = (rounds_of('base', [1., 1.], [900.] * 2) +
+               rounds_of('fast', [4., 2.], [300.] * 2))
+    report(results, 'base', None)
+    table, against = capsys.readouterr().out.split('Against base')
+    assert 'rounds' in table.splitlines()[0]
+    header, fast = against.strip().splitlines()[1:]
+    assert header.split()[:4] == ['model', 'resolution', 'batch_size',
+                                  'dtype']
+    assert ['speedup', 'speedup_min', 'speedup_max', 'rounds'] == \
+        header.split()[5:9]
+    assert fast.split()[5:9] == ['3', '2', '4', '2']

@@ -72,6 +72,34 @@ def test_memory_cap_is_recorded_as_oom_and_larger_sizes_skipped(
     assert float(rows[0]['peak_memory_mb']) > 1
 
 
+def test_rounds_alternate_the_models_order_and_skip_after_a_failure(
+        benchmark, tmp_path):
+    args = benchmark.parse_args([
+        '--models', 'vim-tiny', 'deit-tiny', '--resolutions', '64', '32',
+        '--rounds', '3'
+    ])
+    assert [(t['resolution'], t['round'], t['model'])
+            for t in benchmark.plan(args)] == [
+                (32, 0, 'vim-tiny'), (32, 0, 'deit-tiny'),
+                (32, 1, 'deit-tiny'), (32, 1, 'vim-tiny'),
+                (32, 2, 'vim-tiny'), (32, 2, 'deit-tiny'),
+                (64, 0, 'vim-tiny'), (64, 0, 'deit-tiny'),
+                (64, 1, 'deit-tiny'), (64, 1, 'vim-tiny'),
+                (64, 2, 'vim-tiny'), (64, 2, 'deit-tiny')]
+    out_dir = benchmark.main([
+        '--models', 'deit-tiny', '--resolutions', '48', '32', '--device',
+        'cpu', '--max-memory-gb', '0.001', '--rounds', '2', '--out-dir',
+        str(tmp_path)
+    ])
+    _, rows = read_csv(Path(out_dir) / 'results.csv')
+    assert [(r['resolution'], r['round'], r['status'], r['note'])
+            for r in rows][1:] == [
+                ('32', '1', 'skipped', 'oom at 32 in an earlier round'),
+                ('48', '0', 'skipped', 'oom at 32 at a smaller size'),
+                ('48', '1', 'skipped', 'oom at 32 at a smaller size')]
+    assert rows[0]['status'] == 'oom'
+
+
 def test_an_existing_out_directory_is_refused(benchmark, tmp_path):
     earlier = tmp_path / 'earlier'
     earlier.mkdir()
@@ -105,6 +133,7 @@ def test_ratio_table_from_earlier_results(benchmark, tmp_path, capsys):
     (['--resolutions', '8'], 'at least one 16 px patch'),
     (['--baseline', 'deit-small'], 'is not among --models'),
     (['--repeats', '0'], 'at least 1'),
+    (['--rounds', '0'], '--rounds must be at least 1'),
 ])
 def test_bad_arguments_are_named(benchmark, capsys, argv, message):
     with pytest.raises(SystemExit):

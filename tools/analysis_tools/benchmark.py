@@ -40,7 +40,11 @@ each step, no optimizer. Each variant is built for the measured input size
 (its position embedding fits), with random weights.
 
 Timing: --warmup untimed steps, then --repeats timed steps (synchronised on
-CUDA); images/s = batch size / median step time.
+CUDA); images/s = batch size / median step time. On a shared machine whose
+speed drifts, --rounds N measures every size N times, the models' order
+reversed every other round: a speedup is the median of the rounds' own
+ratios (each of two measurements taken back to back), printed with its least
+and greatest; results.csv keeps every round ('round' column).
 Memory: CUDA: torch.cuda.max_memory_allocated of the subprocess (weights,
 inputs, activations, gradients); CPU: peak RSS of the subprocess (getrusage,
 includes the Python interpreter and libraries). 'working_memory_mb' is the peak
@@ -81,21 +85,28 @@ FAILED = ('oom', 'timeout')
 def plan(args) -> List[Dict]:
     """The tasks of a run; resolutions ascend so that a failure at one size
     can skip the larger ones, and every model of a size runs back to back
-    so that ratios compare measurements taken close in time."""
+    so that ratios compare measurements taken close in time. With
+    ``--rounds`` the models of a size run that many times, every other
+    round in reverse order, so that none is always first after a pause."""
     tasks = []
     for mode in args.modes:
         for dtype in args.dtypes:
             for batch in args.batch_sizes:
                 for resolution in sorted(args.resolutions):
-                    for model in args.models:
-                        tasks.append(
-                            dict(model=model, resolution=resolution,
-                                 batch_size=batch, dtype=dtype, mode=mode,
-                                 device=args.device, warmup=args.warmup,
-                                 repeats=args.repeats, threads=args.threads,
-                                 max_memory_gb=args.max_memory_gb,
-                                 reuse_freed_cpu_memory=args.
-                                 reuse_freed_cpu_memory))
+                    for round_index in range(args.rounds):
+                        models = args.models[::-1 if round_index % 2 else 1]
+                        for model in models:
+                            tasks.append(
+                                dict(model=model, resolution=resolution,
+                                     batch_size=batch, dtype=dtype,
+                                     mode=mode, device=args.device,
+                                     warmup=args.warmup,
+                                     repeats=args.repeats,
+                                     threads=args.threads,
+                                     max_memory_gb=args.max_memory_gb,
+                                     reuse_freed_cpu_memory=args.
+                                     reuse_freed_cpu_memory,
+                                     round=round_index))
     return tasks
 
 
@@ -120,13 +131,16 @@ def run_all(args, out_dir: str, meta: Dict) -> List[Dict]:
             progress.update(bar, description=label)
             key = series_key(task)
             if key in failed_at and not args.no_skip:
+                status, resolution = failed_at[key]
+                when = ('in an earlier round' if resolution
+                        == task['resolution'] else 'at a smaller size')
                 outcome = dict(status='skipped',
-                               note=f'{failed_at[key]} at a smaller size')
+                               note=f'{status} at {resolution} {when}')
             else:
                 outcome = run_isolated(task, args.timeout)
                 if outcome['status'] in FAILED:
                     failed_at.setdefault(
-                        key, f'{outcome["status"]} at {task["resolution"]}')
+                        key, (outcome['status'], task['resolution']))
             row = {**task, **outcome}
             results.append(row)
             progress.console.print(f'{label}: {describe(row)}')
@@ -163,6 +177,11 @@ def parse_args(argv=None):
                         'cpu')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument(
+        '--rounds', type=int, default=1,
+        help='measure the models of each size this many times, alternating '
+        'their order; tables, ratios (median of the rounds\' speedups, with '
+        'their least and greatest) and plots combine the rounds')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch threads per measurement (0: default)')
     parser.add_argument(
@@ -204,6 +223,8 @@ def parse_args(argv=None):
         parser.error(f'--baseline {args.baseline} is not among --models')
     if args.repeats < 1:
         parser.error('--repeats must be at least 1')
+    if args.rounds < 1:
+        parser.error('--rounds must be at least 1')
     return args
 
 
