@@ -98,9 +98,10 @@ def _measurement_key(row: Dict) -> tuple:
 
 def _combined(rows: List[Dict]) -> Dict:
     """The rounds of one measurement as one row: the median of the rounds'
-    median step times (and images/s from it), the fastest step, and the
-    largest of each memory figure (a peak is the highest seen). A round that
-    failed makes the measurement its failure."""
+    median step times (and images/s from it), the rounds' least and
+    greatest images/s, the fastest step, and the largest of each memory
+    figure (a peak is the highest seen). A round that failed makes the
+    measurement its failure."""
     failed = [row for row in rows if row['status'] != 'ok']
     combined = {key: value for key, value in (failed or rows)[0].items()
                 if key not in ('round', 'times_s', 'warmup_times_s')}
@@ -110,6 +111,8 @@ def _combined(rows: List[Dict]) -> Dict:
     median_s = statistics.median(row['median_s'] for row in rows)
     combined.update(median_s=median_s,
                     images_per_s=rows[0]['batch_size'] / median_s,
+                    images_per_s_min=min(row['images_per_s'] for row in rows),
+                    images_per_s_max=max(row['images_per_s'] for row in rows),
                     min_s=min(row['min_s'] for row in rows))
     for column in MEMORY_COLUMNS:
         values = [row.get(column) for row in rows]

@@ -10,8 +10,9 @@ from .benchmark_results import combine_rounds
 def plot_results(results: List[Dict], out_dir: str, title: str) -> List[str]:
     """One PNG per (mode, dtype, batch size), two panels as in the paper's
     Figure 1: images/s and peak memory against resolution, one line per
-    model (a measurement's rounds combined); an 'x' at the top marks where
-    a model ran out of memory."""
+    model; a measurement's rounds are combined, the bar on its speed spans
+    their images/s; an 'x' at the top marks where a model ran out of
+    memory."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -28,8 +29,16 @@ def plot_results(results: List[Dict], out_dir: str, title: str) -> List[str]:
             done = [r for r in rows if r['model'] == model
                     and r['status'] == 'ok']
             sizes = [r['resolution'] for r in done]
-            speed.plot(sizes, [r['images_per_s'] for r in done], 'o-',
-                       color=color, label=model)
+            speeds = [r['images_per_s'] for r in done]
+            # Rounds (--rounds): the median, a bar over the rounds' range.
+            spread = None
+            if any('images_per_s_min' in r for r in done):
+                spread = [[value - r.get('images_per_s_min', value)
+                           for value, r in zip(speeds, done)],
+                          [r.get('images_per_s_max', value) - value
+                           for value, r in zip(speeds, done)]]
+            speed.errorbar(sizes, speeds, yerr=spread, fmt='o-', capsize=3,
+                           color=color, label=model)
             memory.plot(sizes, [r['peak_memory_mb'] / 2**10 for r in done],
                         'o-', color=color, label=model)
             for r in rows:

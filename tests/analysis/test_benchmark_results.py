@@ -97,6 +97,8 @@ def test_rounds_combine_into_one_row_per_measurement():
     combined, = combine_rounds(results)
     assert combined['rounds'] == 3
     assert combined['median_s'] == .5 and combined['images_per_s'] == 2.
+    assert (combined['images_per_s_min'], combined['images_per_s_max']) == \
+        (1., 4.)
     assert combined['min_s'] == pytest.approx(.9 / 4)
     # A peak is the highest seen; a figure some round lacks stays unknown.
     assert combined['peak_memory_mb'] == 950.
