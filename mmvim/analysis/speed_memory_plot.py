@@ -2,6 +2,7 @@
 against resolution, one line per model. matplotlib is imported only here,
 when a figure is drawn."""
 import os
+import textwrap
 from typing import Dict, List
 
 from .benchmark_results import combine_rounds
@@ -60,8 +61,10 @@ def plot_results(results: List[Dict], out_dir: str, title: str) -> List[str]:
             axis.set_xticks(resolutions)
             axis.grid(alpha=.3)
         speed.legend(fontsize=8)
-        figure.suptitle(f'{title} - {mode}, {dtype}, batch {batch} '
-                        '(x: out of memory)')
+        # Wrapped: a long --title (machine, run, commit) ran off the figure.
+        figure.suptitle(
+            textwrap.fill(f'{title} - {mode}, {dtype}, batch {batch} '
+                          '(x: out of memory)', 110))
         figure.tight_layout()
         path = os.path.join(out_dir, f'speed_memory_{mode}_{dtype}_'
                             f'bs{batch}.png')
