@@ -128,6 +128,8 @@ def run_all(args, out_dir: str, meta: Dict) -> List[Dict]:
         for task in tasks:
             label = (f'{task["model"]} {task["resolution"]}px '
                      f'bs{task["batch_size"]} {task["dtype"]} {task["mode"]}')
+            if args.rounds > 1:
+                label += f' round {task["round"] + 1}/{args.rounds}'
             progress.update(bar, description=label)
             key = series_key(task)
             if key in failed_at and not args.no_skip:
