@@ -396,14 +396,15 @@ def test_conv_matches_the_portable_conv(direction, length, channels, layout):
 
 
 @needs_cpu_ops
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('channels', [6, 70, 440])
-def test_conv_channel_last_lanes_match_the_row_path_bitwise(channels):
+def test_conv_channel_last_lanes_match_the_row_path_bitwise(channels, dtype):
     """The channel-last forward's lane vectors (4 side by side, then one at
     a time: 440 channels leave 3 single vectors with 8 or 16 lanes) and its
     scalar remainder add the taps in the row path's order and take its
-    sigmoid's bits."""
+    sigmoid's bits, and bf16's rounding."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 37, channels, generator=gen).transpose(1, 2)
+    x = torch.randn(1, 37, channels, generator=gen).to(dtype).transpose(1, 2)
     weight = torch.randn(2 * channels, 4, generator=gen)
     bias = torch.randn(2 * channels, generator=gen)
     with ops.use_backend('cpu'), torch.no_grad():

@@ -177,9 +177,15 @@ typedef uint32_t LaneU32 __attribute__((vector_size(kLanes * sizeof(uint32_t))))
 // converts one value (widening; rounding to nearest even, NaN to 0x7FC0):
 // one value at a time, bf16 inputs made the scan slower than fp32 ones.
 inline LaneFloats bf16_to_lanes(const c10::BFloat16* src) {
+#if defined(__AVX512F__) && MMVIM_LANE_COUNT == 16
+  // One widening instruction: GCC made the vector conversion below four.
+  const LaneU32 bits = (LaneU32)_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))), 16);
+#else
   LaneU16 raw;
   std::memcpy(&raw, src, sizeof(raw));
   const LaneU32 bits = __builtin_convertvector(raw, LaneU32) << 16;
+#endif
   LaneFloats v;
   std::memcpy(&v, &bits, sizeof(v));
   return v;
@@ -202,10 +208,33 @@ inline void lanes_to_bf16(LaneFloats v, c10::BFloat16* dst) {
   const __m256i packed = _mm256_packus_epi32((__m256i)bits, (__m256i)bits);
   const __m256i ordered = _mm256_permute4x64_epi64(packed, 0xD8);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(ordered));
+#elif defined(__AVX512F__) && MMVIM_LANE_COUNT == 16
+  // One narrowing instruction: GCC made the vector conversion below a
+  // two-register permute.
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16((__m512i)bits));
 #else
   const LaneU16 narrow = __builtin_convertvector(bits, LaneU16);
   std::memcpy(dst, &narrow, sizeof(narrow));
 #endif
+}
+
+// Element types a lane vector loads from and stores to in one go: float,
+// and bf16 through the conversions above; other types go value by value.
+template <typename T>
+constexpr bool kLaneConverts =
+    std::is_same<T, float>::value || std::is_same<T, c10::BFloat16>::value;
+
+// kLanes adjacent values of T (kLaneConverts) as floats, and back.
+template <typename T>
+inline LaneFloats load_as_floats(const T* src) {
+  if constexpr (std::is_same<T, float>::value) return load_lanes(src);
+  else return bf16_to_lanes(src);
+}
+
+template <typename T>
+inline void store_as(T* dst, LaneFloats v) {
+  if constexpr (std::is_same<T, float>::value) store_lanes(dst, v);
+  else lanes_to_bf16(v, dst);
 }
 
 // v rounded to bf16 and widened back, in 32-bit lanes: the value a bf16

@@ -302,8 +302,7 @@ struct TileRows {
     using scalar_t = std::remove_const_t<T>;
     const T* src = base + t * token_stride;
     if (channel_stride == 1) {
-      if constexpr (std::is_same<scalar_t, float>::value) return load_lanes(src);
-      if constexpr (std::is_same<scalar_t, c10::BFloat16>::value) return bf16_to_lanes(src);
+      if constexpr (kLaneConverts<scalar_t>) return load_as_floats(src);
     }
     LaneFloats v;
     for (int64_t r = 0; r < kLanes; ++r) v[r] = static_cast<float>(src[r * channel_stride]);
@@ -323,8 +322,7 @@ struct TileRows {
   void store(int64_t t, LaneFloats v) const {
     T* dst = base + t * token_stride;
     if (channel_stride == 1) {
-      if constexpr (std::is_same<T, float>::value) return store_lanes(dst, v);
-      if constexpr (std::is_same<T, c10::BFloat16>::value) return lanes_to_bf16(v, dst);
+      if constexpr (kLaneConverts<T>) return store_as(dst, v);
     }
     for (int64_t r = 0; r < kLanes; ++r) dst[r * channel_stride] = static_cast<T>(v[r]);
   }
